@@ -1,0 +1,93 @@
+# lmm_sparse developer tasks. Every target installs what it needs first (`make setup`).
+#
+#   make setup      system packages (only if missing), .venv, editable install with [test]
+#   make test       full test suite, slow large-data tests included
+#   make test-fast  tests without the ones marked slow
+#   make lint       ruff check
+#   make demo       run lmm_sparse.demo
+#   make bench      benchmarks against lme4 (R) and statsmodels (make bench-setup installs them)
+#   make clean      build artefacts and caches; make distclean also removes .venv
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := setup
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
+PYTEST_ARGS ?=
+
+# CHOLMOD headers/libraries for building scikit-sparse 0.4.x, and a threaded OpenBLAS.
+SYS_PKGS := libsuitesparse-dev libopenblas0-pthread
+# lme4 reference implementation for the benchmarks.
+BENCH_SYS_PKGS := r-base-core r-cran-lme4 r-cran-lmertest r-cran-pbkrtest
+SKSPARSE_REQ := scikit-sparse>=0.4.12,<0.5
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: setup system-deps demo test test-fast lint bench-setup bench clean distclean
+
+setup: $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  $(APT_GET) update && $(APT_GET) install -y --no-install-recommends $$missing; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# scikit-sparse 0.4.x has no wheels: pip builds it from the sdist against the system
+# SuiteSparse headers (/usr/include/suitesparse). The plain isolated build works; if it
+# ever fails, retry once without build isolation with cython/numpy preinstalled.
+$(STAMP): pyproject.toml | system-deps $(PY)
+	$(PIP) install -e '.[test]' || { \
+	  echo "Retrying the scikit-sparse build without build isolation"; \
+	  $(PIP) install setuptools wheel cython 'numpy>=2' && \
+	  $(PIP) install --no-build-isolation '$(SKSPARSE_REQ)' && \
+	  $(PIP) install -e '.[test]'; }
+	$(PY) -c "import sksparse.cholmod, formulaic, pandas"
+	touch $@
+
+demo: setup
+	$(PY) -m lmm_sparse.demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	@if ! command -v Rscript >/dev/null 2>&1 || \
+	    ! Rscript -e 'library(lme4); library(lmerTest); library(pbkrtest)' >/dev/null 2>&1; then \
+	  echo "Installing R and lme4"; \
+	  $(APT_GET) update && $(APT_GET) install -y --no-install-recommends $(BENCH_SYS_PKGS); \
+	fi
+	$(PIP) install -e '.[test,bench]'
+	touch $@
+
+bench: bench-setup
+	@if [ -f benchmarks/run.py ]; then \
+	  $(PY) -m benchmarks.run; \
+	else \
+	  echo "The benchmark suite is not there yet (benchmarks/run.py is missing)."; \
+	fi
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Linear mixed models with a sparse random-effects design and CHOLMOD."""

@@ -1,0 +1,100 @@
+"""Cross-products of the data with the random-effects structure, computed once.
+
+Everything the n observations contribute to the PLS system is summarised here in O(n)
+work: the nonzero blocks of Z'Z (per pair of levels that co-occur), Z'[X y] per term and
+[X y]'[X y]. After this nothing in a fit touches n-sized arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .terms import ReStructure
+
+__all__ = ["ZtZBlock", "CrossProducts", "make_cross_products", "block_values"]
+
+
+@dataclass(frozen=True)
+class ZtZBlock:
+    """The nonzero k_i x k_j blocks of Z'Z between terms i >= j.
+
+    Fields
+    ------
+    i, j: term indices (i >= j, so these blocks lie in the lower triangle of Z'Z).
+    rows: level of term i of each block, shape (nblocks,).
+    cols: level of term j of each block, shape (nblocks,).
+    C: sum over the rows where both levels occur of X_i[r]' X_j[r], (nblocks, k_i, k_j).
+    """
+
+    i: int
+    j: int
+    rows: np.ndarray
+    cols: np.ndarray
+    C: np.ndarray
+
+
+@dataclass(frozen=True)
+class CrossProducts:
+    """Everything the data contribute to the PLS system, computed once.
+
+    Fields
+    ------
+    n: number of observations.
+    p: number of fixed-effects columns.
+    blocks: the nonzero blocks of the lower triangle of Z'Z (diagonal terms first).
+    ZtXy: per term, Z_i'[X y] reshaped to (levels, k_i, p + 1).
+    XyXy: [X y]'[X y], (p + 1, p + 1).
+    """
+
+    n: int
+    p: int
+    blocks: tuple[ZtZBlock, ...]
+    ZtXy: tuple[np.ndarray, ...]
+    XyXy: np.ndarray
+
+
+def _grouped_cross(codes: np.ndarray, nlev: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """out[g] = sum over rows r with codes[r] == g of outer(A[r], B[r]): (nlev, kA, kB)."""
+    n = len(codes)
+    S = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(nlev, n))
+    out = np.empty((nlev, A.shape[1], B.shape[1]))
+    for a in range(A.shape[1]):
+        out[:, a, :] = S @ (A[:, a : a + 1] * B)
+    return out
+
+
+def _pair_block(re: ReStructure, i: int, j: int) -> ZtZBlock | None:
+    ti, tj = re.terms[i], re.terms[j]
+    key = ti.codes * tj.nlevels + tj.codes
+    pair, uniq = pd.factorize(key, sort=True)
+    C = _grouped_cross(pair.astype(np.int64), len(uniq), ti.X, tj.X)
+    return ZtZBlock(i=i, j=j, rows=uniq // tj.nlevels, cols=uniq % tj.nlevels, C=C)
+
+
+def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossProducts:
+    """All cross-products of the PLS system in one pass over the data, O(n)."""
+    Xy = np.column_stack([X, y])
+    blocks = []
+    for i, term in enumerate(re.terms):
+        levels = np.arange(term.nlevels)
+        C = _grouped_cross(term.codes, term.nlevels, term.X, term.X)
+        blocks.append(ZtZBlock(i=i, j=i, rows=levels, cols=levels, C=C))
+    for i in range(len(re.terms)):
+        for j in range(i):
+            blocks.append(_pair_block(re, i, j))
+    ZtXy = tuple(_grouped_cross(t.codes, t.nlevels, t.X, Xy) for t in re.terms)
+    return CrossProducts(
+        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy
+    )
+
+
+def block_values(block: ZtZBlock, templates: list[np.ndarray]) -> np.ndarray:
+    """The blocks of Lambda' Z'Z Lambda: T_i' C T_j for every stored block, (nblocks, k_i, k_j)."""
+    Ti, Tj = templates[block.i], templates[block.j]
+    if Ti.shape == (1, 1) and Tj.shape == (1, 1):
+        return block.C * (Ti[0, 0] * Tj[0, 0])
+    return Ti.T @ block.C @ Tj

@@ -1,0 +1,269 @@
+"""From a data frame to model matrices: the response, X and the raw random-effects terms.
+
+Three steps, each a small function:
+  * :func:`make_model_frame` keeps the columns the formula uses and drops incomplete rows
+    (a copy: the caller's frame is never modified);
+  * :func:`make_fixed_design` builds y and X through formulaic and drops aliased columns;
+  * :func:`make_raw_terms` builds, per bar term, its dense n x k model matrix and the
+    integer level codes of its grouping factor. The sparse Z is assembled from these in
+    :mod:`lmm_sparse.terms`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+from formulaic import Formula, model_matrix
+
+from .errors import DataError, FormulaError, RankDeficiencyWarning
+from .formula import BarTerm, ParsedFormula
+
+__all__ = [
+    "FixedDesign",
+    "RawTerm",
+    "make_model_frame",
+    "make_fixed_design",
+    "make_raw_terms",
+    "intercept_name",
+]
+
+# lme4 names the intercept "(Intercept)"; formulaic names it "Intercept".
+_INTERCEPT = "(Intercept)"
+_RANK_TOL = 1e-7  # relative tolerance of R's qr(), which lme4 uses to drop aliased columns
+
+
+def intercept_name(name: str) -> str:
+    """Translate formulaic's intercept label to lme4's."""
+    return _INTERCEPT if name == "Intercept" else name
+
+
+@dataclass(frozen=True)
+class FixedDesign:
+    """Response and fixed-effects matrix.
+
+    Fields
+    ------
+    y: response, shape (n,).
+    X: fixed-effects model matrix after dropping aliased columns, shape (n, p).
+    names: column names of X (lme4 style intercept name).
+    dropped: names of aliased columns that were dropped.
+    spec: formulaic model spec of the full X, to rebuild it on new data.
+    keep: indices of the kept columns of the spec's matrix.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    names: tuple[str, ...]
+    dropped: tuple[str, ...]
+    spec: Any
+    keep: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RawTerm:
+    """One random-effects term before its structure is laid out in Z and Lambda.
+
+    Fields
+    ------
+    bar: the parsed bar term.
+    X: the term's own model matrix (n, k): the columns multiplying each level's effects.
+    coef_names: names of the k columns ("(Intercept)", "Days", ...).
+    codes: 0-based level index of every row, shape (n,).
+    levels: level labels, in code order (sorted, as R's factor()).
+    spec: formulaic model spec of X, to rebuild it on new data.
+    """
+
+    bar: BarTerm
+    X: np.ndarray
+    coef_names: tuple[str, ...]
+    codes: np.ndarray
+    levels: pd.Index
+    spec: Any
+
+    @property
+    def group(self) -> str:
+        return self.bar.group
+
+    @property
+    def k(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+
+def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    """Columns the formula reads, in data order, after checking that each exists."""
+    needed: set[str] = set()
+    pieces = [(parsed.response, "response"), (parsed.fixed, "fixed part")]
+    pieces += [(bar.lhs, bar.source) for bar in parsed.bars]
+    for text, where in pieces:
+        try:
+            needed |= set(Formula(text).required_variables)
+        except Exception as exc:  # formulaic's parser raises several types
+            raise FormulaError(f"cannot parse {where} {text!r}: {exc}") from None
+    for bar in parsed.bars:
+        needed |= set(bar.factors)
+    missing = sorted(name for name in needed if name not in data.columns)
+    # Names formulaic resolves from the environment (np, log, ...) are not columns.
+    missing = [name for name in missing if not _is_known_function(name)]
+    if missing:
+        raise FormulaError(
+            f"column(s) {', '.join(map(repr, missing))} used in {parsed.text!r} "
+            f"not found in the data (columns: {', '.join(map(str, data.columns[:20]))}"
+            f"{', ...' if len(data.columns) > 20 else ''})"
+        )
+    # formulaic leaves out names that shadow its transforms (a column called "Q" or "C"),
+    # yet reads them from the data: keep every column named in the formula text.
+    tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*|(?<=`)[^`]+(?=`)", parsed.text))
+    return [c for c in data.columns if c in needed or c in tokens]
+
+
+def _is_known_function(name: str) -> bool:
+    import builtins
+
+    import numpy
+
+    return hasattr(builtins, name) or name in {"np", "numpy"} or hasattr(numpy, name)
+
+
+def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
+    """Copy of the used columns with incomplete rows dropped (lme4's na.omit)."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("data has no rows")
+    columns = _required_columns(parsed, data)
+    frame = data.loc[:, columns].copy()
+    frame = frame.dropna(how="any")
+    if len(frame) == 0:
+        counts = data[columns].isna().sum()
+        worst = counts.idxmax()
+        raise DataError(
+            f"no complete rows: every row has a missing value in the columns the formula "
+            f"uses (e.g. {worst!r} is missing in {counts[worst]} of {len(data)} rows)"
+        )
+    for column in columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            bad = ~np.isfinite(values.to_numpy(dtype=float))
+            if bad.any():
+                raise DataError(
+                    f"column {column!r} has {int(bad.sum())} infinite value(s), "
+                    f"first at row {frame.index[np.argmax(bad)]!r}"
+                )
+    return frame.reset_index(drop=True)
+
+
+def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign:
+    """y and the fixed-effects matrix X, aliased columns dropped as lme4 does."""
+    try:
+        mm = model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the fixed effects of {parsed.text!r}: {exc}") from None
+    lhs = mm.lhs
+    if lhs.shape[1] != 1:
+        raise DataError(
+            f"response {parsed.response!r} must be one numeric column; it encodes to "
+            f"{lhs.shape[1]} columns ({', '.join(map(str, lhs.columns))})"
+        )
+    y = np.asarray(lhs, dtype=float).ravel()
+    names_all = [intercept_name(str(c)) for c in mm.rhs.columns]
+    X_all = np.asarray(mm.rhs, dtype=float)
+    keep = _independent_columns(X_all)
+    dropped = tuple(names_all[j] for j in range(X_all.shape[1]) if j not in set(keep))
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+    return FixedDesign(
+        y=y,
+        X=np.ascontiguousarray(X_all[:, keep]),
+        names=tuple(names_all[j] for j in keep),
+        dropped=dropped,
+        spec=mm.rhs.model_spec,
+        keep=tuple(keep),
+    )
+
+
+def _independent_columns(X: np.ndarray) -> list[int]:
+    """Indices of a maximal set of linearly independent columns, earliest first.
+
+    Like R's qr() used by lme4: a column that is (numerically) a combination of the
+    columns before it is dropped; the rest keep their order.
+    """
+    keep = list(range(X.shape[1]))
+    while keep:
+        R = scipy.linalg.qr(X[:, keep], mode="r", check_finite=False)[0]
+        diag = np.abs(np.diag(R))
+        norms = np.linalg.norm(X[:, keep], axis=0)
+        bad = np.flatnonzero(diag <= _RANK_TOL * np.maximum(norms, np.finfo(float).tiny))
+        if bad.size == 0:
+            break
+        del keep[bad[0]]
+    return keep
+
+
+def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:
+    """Per bar term: its model matrix and the level codes of its grouping factor."""
+    return [_make_raw_term(bar, frame) for bar in parsed.bars]
+
+
+def _make_raw_term(bar: BarTerm, frame: pd.DataFrame) -> RawTerm:
+    try:
+        mm = model_matrix(bar.lhs, frame, na_action="raise")
+    except Exception as exc:
+        raise FormulaError(f"cannot build random-effects term {bar.source}: {exc}") from None
+    X = np.asarray(mm, dtype=float)
+    if X.shape[1] == 0:
+        raise FormulaError(f"random-effects term {bar.source} has no columns")
+    codes, levels = group_codes(frame, bar.factors)
+    return RawTerm(
+        bar=bar,
+        X=np.ascontiguousarray(X),
+        coef_names=tuple(intercept_name(str(c)) for c in mm.columns),
+        codes=codes,
+        levels=levels,
+        spec=mm.model_spec,
+    )
+
+
+def _factor_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes of one column treated as a factor (numbers too), unused levels dropped."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.cat.remove_unused_categories()
+        return values.cat.codes.to_numpy(dtype=np.int64), pd.Index(values.cat.categories)
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # mixed types cannot be sorted: sort their text instead
+        codes, uniques = pd.factorize(values.astype(str), sort=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Level codes of the interaction of ``factors`` (labels joined by ':')."""
+    parts = [_factor_codes(frame[name]) for name in factors]
+    if len(parts) == 1:
+        return parts[0]
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for codes, levels in parts:
+        combined = combined * len(levels) + codes
+    codes, uniques = pd.factorize(combined, sort=True)
+    labels = []
+    for key in uniques:
+        pieces = []
+        for _codes_i, levels_i in reversed(parts):
+            key, rem = divmod(int(key), len(levels_i))
+            pieces.append(str(levels_i[rem]))
+        labels.append(":".join(reversed(pieces)))
+    return codes.astype(np.int64), pd.Index(labels)

@@ -1,0 +1,139 @@
+"""Leading-block kernel: eliminate the first term's block diagonal, factor the dense rest.
+
+Write the PLS matrix with the first term (the one with the most levels) first:
+
+    A + I = [A11 + I   A21'    ]      A11 block diagonal: one k0 x k0 block per level
+            [A21       A22 + I ]
+
+Then ``L = [L11 0; L21 L22]`` with ``L11`` the per-level Cholesky factors of A11 + I,
+``L21 = A21 L11^{-T}`` (same sparsity as A21) and ``L22 L22' = A22 + I - L21 L21'``, a dense
+q2 x q2 Schur complement factored by LAPACK. Eliminating a block-diagonal leading factor
+this way is what MixedModels.jl's blocked Cholesky does; it replaces thousands of tiny
+supernodal updates by a few batched small factorizations and one BLAS-3 factorization.
+The results equal the CHOLMOD kernel's to rounding.
+
+Cost of :meth:`SchurKernel.factor`: O(l0 k0^3) for L11, O(nnz(A21) k0) for L21,
+O(products in L21 L21') for the update and O(q2^3 / 3) for L22.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from .crossprod import CrossProducts, block_values
+from .errors import ModelSpecError
+from .kernel_sparse import block_entries, block_positions, fixed_pattern
+from .terms import ReStructure
+
+__all__ = ["SchurKernel"]
+
+
+class SchurKernel:
+    """Block-diagonal elimination of term 0 and a dense factor of the Schur complement."""
+
+    def __init__(self, re: ReStructure, cp: CrossProducts) -> None:
+        self.re, self.cp = re, cp
+        lead = re.terms[0]
+        self.k0, self.l0 = lead.k, lead.nlevels
+        self.q1 = self.k0 * self.l0
+        self.q2 = re.q - self.q1
+        self._diag0 = next(b for b in cp.blocks if b.i == 0 and b.j == 0)
+        self._cross = [b for b in cp.blocks if b.i > 0 and b.j == 0]
+        self._rest = [b for b in cp.blocks if b.i > 0 and b.j > 0]
+        self._setup_cross()
+        self._setup_rest()
+
+    def _setup_cross(self) -> None:
+        """Fixed CSR pattern of L21 (q2 x q1), entries in block order."""
+        rows, cols = [], []
+        for block in self._cross:
+            a, b = block_entries(block, self.re)
+            r, c = block_positions(block, self.re, a, b)
+            rows.append(r - self.q1)
+            cols.append(c)
+        if rows:
+            r, c = np.concatenate(rows), np.concatenate(cols)
+        else:
+            r = c = np.zeros(0, dtype=np.int64)
+        self._L21, self._perm21 = fixed_pattern(r, c, (self.q2, self.q1), "csr")
+        self._dense_update = self._L21.nnz > 0.2 * self.q1 * max(self.q2, 1)
+
+    def _setup_rest(self) -> None:
+        """Flat indices into the dense q2 x q2 matrix of the lower triangle of A22."""
+        self._rest_index = []
+        for block in self._rest:
+            a, b = block_entries(block, self.re)
+            r, c = block_positions(block, self.re, a, b)
+            self._rest_index.append(((r - self.q1) * self.q2 + (c - self.q1), a, b))
+
+    def factor(self, templates: list[np.ndarray]) -> None:
+        A11 = block_values(self._diag0, templates)
+        A11 += np.eye(self.k0)
+        try:
+            L11 = np.linalg.cholesky(A11)
+        except np.linalg.LinAlgError:
+            raise ModelSpecError("a leading diagonal block is not positive definite") from None
+        self._L11 = L11
+        self._L11inv = np.linalg.inv(L11) if self.k0 > 1 else 1.0 / L11
+        if self.q2 == 0:
+            self._L22 = np.zeros((0, 0))
+            return
+        vals = [
+            (block_values(block, templates) @ self._L11inv[block.cols].transpose(0, 2, 1)).ravel()
+            for block in self._cross
+        ]
+        L21 = self._L21
+        L21.data[:] = np.concatenate(vals)[self._perm21] if vals else L21.data
+        if self._dense_update:
+            D = L21.toarray()
+            S = -(D @ D.T)
+        else:
+            S = -(L21 @ L21.T).toarray()
+        flat = S.ravel()
+        for block, (index, a, b) in zip(self._rest, self._rest_index, strict=True):
+            flat[index] += block_values(block, templates)[:, a, b].ravel()
+        S[np.diag_indices(self.q2)] += 1.0
+        L22, info = scipy.linalg.lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise ModelSpecError("the Schur complement of the PLS system is not positive definite")
+        self._L22 = L22
+
+    def logdet(self) -> float:
+        d11 = np.diagonal(self._L11, axis1=1, axis2=2)
+        return 2.0 * float(np.sum(np.log(d11)) + np.sum(np.log(np.diag(self._L22))))
+
+    def _forward(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = B.shape[1]
+        B1 = B[: self.q1].reshape(self.l0, self.k0, m)
+        c1 = (self._L11inv @ B1).reshape(self.q1, m)
+        if self.q2 == 0:
+            return c1, np.zeros((0, m))
+        rhs = B[self.q1 :] - self._L21 @ c1
+        c2 = scipy.linalg.solve_triangular(self._L22, rhs, lower=True, check_finite=False)
+        return c1, c2
+
+    def half_solve(self, B: np.ndarray) -> np.ndarray:
+        """L^{-1} B for a dense B (no permutation: the block order is the elimination order)."""
+        vector = B.ndim == 1
+        c1, c2 = self._forward(B[:, None] if vector else B)
+        H = np.concatenate([c1, c2], axis=0)
+        return H[:, 0] if vector else H
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """(A + I)^{-1} B = L^{-T} L^{-1} B."""
+        vector = B.ndim == 1
+        c1, c2 = self._forward(B[:, None] if vector else B)
+        m = c1.shape[1]
+        u2 = scipy.linalg.solve_triangular(self._L22, c2, lower=True, trans="T",
+                                           check_finite=False)
+        r1 = (c1 - self._L21.T @ u2).reshape(self.l0, self.k0, m)
+        u1 = (self._L11inv.transpose(0, 2, 1) @ r1).reshape(self.q1, m)
+        U = np.concatenate([u1, u2], axis=0)
+        return U[:, 0] if vector else U
+
+    def describe(self) -> str:
+        return (
+            f"leading block {self.l0} x ({self.k0} x {self.k0}), "
+            f"dense Schur complement {self.q2} x {self.q2}"
+        )

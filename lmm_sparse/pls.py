@@ -1,0 +1,192 @@
+"""Penalized least squares: cross-products made once, one deviance evaluation per theta.
+
+Notation (Bates, Maechler, Bolker & Walker 2015, JSS 67(1), section 3):
+
+* ``A(theta) = Lambda' Z'Z Lambda`` and ``L L' = P (A + I) P'`` (eq. 18), factored by CHOLMOD;
+* ``B = Lambda' Z' [X y]`` and ``W = L^{-1} P B``; the Schur complement
+  ``M = [X y]'[X y] - W'W`` is ``R'R`` with R upper triangular (p + 1 square);
+* its leading p x p block is ``R_X`` (eq. 19), ``beta = R_X^{-1} r_Xy`` (eq. 20),
+  and the penalized weighted residual sum of squares is ``pwrss = R[p, p]^2`` (eq. 21);
+* ``ldL2 = log det(A + I)``, ``ldRX2 = log det(R_X' R_X)``.
+
+The profiled deviance (eq. 34) and REML criterion (eq. 41):
+
+    ML:   ldL2 + n (1 + log(2 pi pwrss / n))
+    REML: ldL2 + ldRX2 + (n - p) (1 + log(2 pi pwrss / (n - p)))
+
+:class:`~lmm_sparse.crossprod.CrossProducts` (frozen) holds everything the data contribute.
+:class:`PLSWorkspace` is the only mutable object of the library: it owns a kernel, the
+factor of ``A + I`` (CHOLMOD's, :mod:`lmm_sparse.kernel_sparse`, or the leading-block
+Schur factor, :mod:`lmm_sparse.kernel_schur`).
+
+Cost of one evaluation (:meth:`PLSWorkspace.evaluate`), independent of n:
+  the kernel's numeric factorization (see each kernel for its cost),
+  O(q k (p + 1)) for B, the half solve O(nnz(L) (p + 1)), O(q (p + 1)^2) for W'W, O(p^3) for R.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from .crossprod import CrossProducts
+from .kernel_schur import SchurKernel
+from .kernel_sparse import CholmodKernel
+from .terms import ReStructure
+
+__all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
+
+KERNELS = ("auto", "cholmod", "schur")
+# Above this many columns outside the leading term the dense Schur complement costs more
+# than CHOLMOD can save; below it, "auto" times both and keeps the faster.
+_SCHUR_MAX_Q2 = 3000
+
+
+@dataclass(frozen=True)
+class PLSEval:
+    """The result of one evaluation at theta.
+
+    Fields
+    ------
+    theta: where it was evaluated.
+    ldL2: log det(Lambda' Z'Z Lambda + I).
+    ldRX2: log det(R_X' R_X).
+    pwrss: penalized weighted residual sum of squares.
+    beta: conditional estimate of the fixed effects.
+    RX: upper-triangular R_X, with R_X' R_X = X' V^{-1} X (V relative to sigma^2).
+    """
+
+    theta: np.ndarray
+    ldL2: float
+    ldRX2: float
+    pwrss: float
+    beta: np.ndarray
+    RX: np.ndarray
+
+
+def profiled_deviance(ev: PLSEval, n: int, p: int, reml: bool) -> float:
+    """ML deviance or REML criterion, sigma (and beta) profiled out."""
+    if not np.isfinite(ev.pwrss) or ev.pwrss <= 0:
+        return math.inf
+    if reml:
+        nmp = n - p
+        return ev.ldL2 + ev.ldRX2 + nmp * (1.0 + math.log(2.0 * math.pi * ev.pwrss / nmp))
+    return ev.ldL2 + n * (1.0 + math.log(2.0 * math.pi * ev.pwrss / n))
+
+
+class PLSWorkspace:
+    """The mutable part: a factor of ``Lambda' Z'Z Lambda + I`` at the current theta.
+
+    Fields
+    ------
+    re: the random-effects structure.
+    cp: the cross-products.
+    kernel: the factorization in use (CholmodKernel or SchurKernel).
+    theta: the theta of the current factor (None before the first evaluation).
+    """
+
+    def __init__(self, re: ReStructure, cp: CrossProducts, kernel: str = "auto") -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        self.re, self.cp = re, cp
+        self.kernel = self._choose_kernel(kernel)
+        self.theta: np.ndarray | None = None
+
+    def _choose_kernel(self, name: str):
+        lead = self.re.terms[0]
+        q2 = self.re.q - lead.k * lead.nlevels
+        if name == "cholmod" or (name == "auto" and q2 > _SCHUR_MAX_Q2):
+            return CholmodKernel(self.re, self.cp)
+        if name == "schur":
+            return SchurKernel(self.re, self.cp)
+        # Time one factorization of each at the start values and keep the faster.
+        templates = self.re.templates(self.re.theta0)
+        timed = []
+        for make in (SchurKernel, CholmodKernel):
+            kernel = make(self.re, self.cp)
+            start = time.perf_counter()
+            kernel.factor(templates)
+            timed.append((time.perf_counter() - start, kernel))
+        return min(timed, key=lambda pair: pair[0])[1]
+
+    def lambda_t_ztxy(self, templates: list[np.ndarray]) -> np.ndarray:
+        """B = Lambda' Z' [X y], q x (p + 1)."""
+        parts = [
+            (T.T @ ZtXy).reshape(-1, ZtXy.shape[2])
+            for T, ZtXy in zip(templates, self.cp.ZtXy, strict=True)
+        ]
+        return np.concatenate(parts, axis=0)
+
+    def evaluate(self, theta: np.ndarray) -> PLSEval:
+        """Refactor at theta and solve the PLS problem. Cost independent of n."""
+        theta = np.array(theta, dtype=float)
+        templates = self.re.templates(theta)
+        self.kernel.factor(templates)
+        self.theta = theta
+        W = self.kernel.half_solve(self.lambda_t_ztxy(templates))
+        M = self.cp.XyXy - W.T @ W
+        p = self.cp.p
+        ldL2 = self.kernel.logdet()
+        R, info = scipy.linalg.lapack.dpotrf(M, lower=0, clean=1)
+        if info != 0:  # y is (numerically) fitted exactly: no residual left
+            return PLSEval(theta, ldL2, math.inf, 0.0, np.full(p, np.nan), np.full((p, p), np.nan))
+        RX = R[:p, :p]
+        beta = scipy.linalg.solve_triangular(RX, R[:p, p]) if p else np.zeros(0)
+        return PLSEval(
+            theta=theta,
+            ldL2=ldL2,
+            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX)))),
+            pwrss=float(R[p, p] ** 2),
+            beta=beta,
+            RX=RX,
+        )
+
+    def objective(self, theta: np.ndarray, reml: bool) -> float:
+        return profiled_deviance(self.evaluate(theta), self.cp.n, self.cp.p, reml)
+
+    def _ensure(self, theta: np.ndarray) -> None:
+        if self.theta is None or not np.array_equal(self.theta, theta):
+            self.evaluate(theta)
+
+    def spherical_modes(self, ev: PLSEval) -> np.ndarray:
+        """u = (A + I)^{-1} Lambda' Z' (y - X beta) at ev.theta (eq. 17), shape (q,)."""
+        self._ensure(ev.theta)
+        B = self.lambda_t_ztxy(self.re.templates(ev.theta))
+        return self.kernel.solve(B[:, -1] - B[:, :-1] @ ev.beta)
+
+    def inverse_diagonal_blocks(self, theta: np.ndarray, i: int, chunk: int = 2048) -> np.ndarray:
+        """Diagonal k_i x k_i blocks of (A + I)^{-1} for every level of term i.
+
+        Through sparse half solves with CHOLMOD (a factor made for the purpose if the
+        workspace uses another kernel): cost grows with the reach of the unit vectors in L,
+        so this is only computed on request (conditional variances of the random effects).
+        """
+        kernel = self.kernel
+        if not isinstance(kernel, CholmodKernel):
+            kernel = CholmodKernel(self.re, self.cp)
+        kernel.factor(self.re.templates(np.asarray(theta, dtype=float)))
+        term, off = self.re.terms[i], self.re.offsets[i]
+        k, nlev, q = term.k, term.nlevels, self.re.q
+        out = np.empty((nlev, k, k))
+        per = max(1, chunk // k)
+        for start in range(0, nlev, per):
+            stop = min(nlev, start + per)
+            cols = np.arange(off + start * k, off + stop * k)
+            E = sp.csc_matrix((np.ones(len(cols)), (cols, np.arange(len(cols)))),
+                              shape=(q, len(cols)))
+            Y = sp.csc_matrix(kernel.half_solve(E))
+            for a in range(k):
+                for b in range(a + 1):
+                    dots = np.asarray(Y[:, a::k].multiply(Y[:, b::k]).sum(axis=0)).ravel()
+                    out[start:stop, a, b] = out[start:stop, b, a] = dots
+        if kernel is self.kernel:
+            self.theta = np.asarray(theta, dtype=float)
+        return out
+
+    def describe(self) -> str:
+        return self.kernel.describe()

@@ -1,0 +1,113 @@
+"""The random-effects structure: Z, the Lambda(theta) template and the theta layout.
+
+This is lme4's ``reTrms`` as a frozen object. Terms are sorted by decreasing number of
+levels (lme4's order, which also tends to give CHOLMOD a good elimination order). Term
+``i`` with ``k_i`` coefficients and ``l_i`` levels owns the columns
+``offsets[i] : offsets[i] + l_i * k_i`` of Z, level-major: column
+``offsets[i] + level * k_i + j`` holds coefficient ``j`` of ``level``.
+
+Lambda(theta) is block diagonal: for term ``i`` the same lower-triangular ``k_i x k_i``
+template ``T_i`` repeated for every level. ``T_i`` is filled column-major from its slice
+of theta (lme4's order: for k = 2, ``theta = [T11, T21, T22]``), so that the covariance of
+one level's effects is ``sigma^2 T_i T_i'``. Diagonal elements are bounded below by 0,
+off-diagonal ones are free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .design import RawTerm
+
+__all__ = ["ReStructure", "make_re_structure"]
+
+
+@dataclass(frozen=True)
+class ReStructure:
+    """Frozen random-effects structure (lme4's reTrms).
+
+    Fields
+    ------
+    terms: the raw terms in lme4's order (decreasing number of levels).
+    offsets: first column of each term in Z (lme4's Gp without its last entry), length m.
+    theta_offsets: first element of each term's slice of theta, length m + 1.
+    theta0: start values: 1 on template diagonals, 0 elsewhere.
+    lower: lower bounds: 0 on diagonals, -inf elsewhere.
+    q: number of columns of Z.
+    """
+
+    terms: tuple[RawTerm, ...]
+    offsets: tuple[int, ...]
+    theta_offsets: tuple[int, ...]
+    theta0: np.ndarray
+    lower: np.ndarray
+    q: int
+
+    @property
+    def ntheta(self) -> int:
+        return len(self.theta0)
+
+    def term_theta(self, theta: np.ndarray, i: int) -> np.ndarray:
+        return theta[self.theta_offsets[i] : self.theta_offsets[i + 1]]
+
+    def template(self, theta: np.ndarray, i: int) -> np.ndarray:
+        """Lower-triangular template T_i of term i for this theta."""
+        k = self.terms[i].k
+        T = np.zeros((k, k))
+        T.T[np.triu_indices(k)] = self.term_theta(theta, i)  # column-major lower triangle
+        return T
+
+    def templates(self, theta: np.ndarray) -> list[np.ndarray]:
+        return [self.template(theta, i) for i in range(len(self.terms))]
+
+    def Z(self) -> sp.csc_matrix:
+        """The n x q random-effects model matrix, built from level codes (never dense)."""
+        blocks = []
+        for term in self.terms:
+            n, k = term.X.shape
+            rows = np.repeat(np.arange(n), k)
+            cols = (term.codes[:, None] * k + np.arange(k)).ravel()
+            blocks.append(
+                sp.csc_matrix((term.X.ravel(), (rows, cols)), shape=(n, term.nlevels * k))
+            )
+        return sp.hstack(blocks, format="csc")
+
+    def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
+        """Block-diagonal relative covariance factor Lambda(theta), q x q."""
+        blocks = [
+            sp.kron(sp.identity(term.nlevels), sp.csr_matrix(T))
+            for term, T in zip(self.terms, self.templates(theta), strict=True)
+        ]
+        return sp.block_diag(blocks, format="csc")
+
+    def diagonal_mask(self) -> np.ndarray:
+        """True for the elements of theta that sit on a template diagonal."""
+        return self.lower == 0
+
+
+def make_re_structure(raw_terms: list[RawTerm]) -> ReStructure:
+    """Order the terms as lme4 does and lay out Z's columns and theta."""
+    order = sorted(range(len(raw_terms)), key=lambda i: -raw_terms[i].nlevels)  # stable
+    terms = tuple(raw_terms[i] for i in order)
+    offsets, theta_offsets, theta0, lower = [], [0], [], []
+    col = 0
+    for term in terms:
+        k = term.k
+        offsets.append(col)
+        col += term.nlevels * k
+        rows, cols = np.triu_indices(k)  # transposed: column-major lower triangle
+        on_diag = rows == cols
+        theta0.append(on_diag.astype(float))
+        lower.append(np.where(on_diag, 0.0, -np.inf))
+        theta_offsets.append(theta_offsets[-1] + len(rows))
+    return ReStructure(
+        terms=terms,
+        offsets=tuple(offsets),
+        theta_offsets=tuple(theta_offsets),
+        theta0=np.concatenate(theta0),
+        lower=np.concatenate(lower),
+        q=col,
+    )
