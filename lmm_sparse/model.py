@@ -1,0 +1,144 @@
+"""The model: lme4's lmer() pipeline as a small class.
+
+``LinearMixedModel(formula, data, reml)`` runs the stages that depend only on the data:
+parse -> model frame -> X, y and the raw terms -> random-effects structure -> cross-products
+-> PLS workspace. ``fit()`` optimizes theta, checks convergence and returns a frozen
+:class:`~lmm_sparse.results.LmerResult`. Each stage is a public function of its module, so
+a user can run them one by one as with lme4's ``lFormula``/``mkLmerDevfun``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .crossprod import make_cross_products
+from .design import make_fixed_design, make_model_frame, make_raw_terms
+from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
+from .formula import parse_formula
+from .optimize import check_convergence, optimize_theta
+from .pls import PLSWorkspace, profiled_deviance
+from .results import LmerResult, make_result
+from .terms import make_re_structure
+
+__all__ = ["LinearMixedModel", "lmer"]
+
+
+class LinearMixedModel:
+    """A linear mixed model given by an lme4 formula and a data frame.
+
+    Fields
+    ------
+    formula: the formula text.
+    parsed: the parsed formula.
+    reml: True for the REML criterion, False for maximum likelihood.
+    frame: the model frame (used columns, complete rows; a copy).
+    fixed: y and X (:class:`~lmm_sparse.design.FixedDesign`).
+    re: random-effects structure (:class:`~lmm_sparse.terms.ReStructure`).
+    cp: cross-products (:class:`~lmm_sparse.crossprod.CrossProducts`).
+    workspace: the PLS workspace (the one mutable part).
+    """
+
+    def __init__(
+        self, formula: str, data: pd.DataFrame, reml: bool = True, kernel: str = "auto"
+    ) -> None:
+        start = time.perf_counter()
+        self.formula = formula
+        self.parsed = parse_formula(formula)
+        self.reml = bool(reml)
+        self.frame = make_model_frame(self.parsed, data)
+        self.fixed = make_fixed_design(self.parsed, self.frame)
+        raw = make_raw_terms(self.parsed, self.frame)
+        self.re = make_re_structure(raw)
+        _check_identifiable(self.re, self.fixed.X.shape[1], len(self.frame))
+        self.cp = make_cross_products(self.re, self.fixed.X, self.fixed.y)
+        self.workspace = PLSWorkspace(self.re, self.cp, kernel=kernel)
+        self.setup_seconds = time.perf_counter() - start
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.fixed.X
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.fixed.y
+
+    @property
+    def Z(self) -> sp.csc_matrix:
+        return self.re.Z()
+
+    def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
+        return self.re.Lambda(np.asarray(theta, dtype=float))
+
+    def objective(self, theta: np.ndarray) -> float:
+        """REML criterion or ML deviance at theta (lme4's devfun)."""
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != self.re.theta0.shape:
+            raise ValueError(f"theta must have {self.re.ntheta} elements, got {theta.shape}")
+        ev = self.workspace.evaluate(theta)
+        return profiled_deviance(ev, self.cp.n, self.cp.p, self.reml)
+
+    def fit(
+        self,
+        optimizer: str = "cobyqa",
+        start: np.ndarray | None = None,
+        maxfev: int = 100_000,
+        calc_derivs: bool = True,
+    ) -> LmerResult:
+        """Optimize theta and return the fitted model."""
+        theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
+        if theta0.shape != self.re.theta0.shape:
+            raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
+        opt = optimize_theta(self.objective, theta0, self.re.lower, optimizer, maxfev)
+        opt = check_convergence(self.objective, opt, self.re.lower, calc_derivs)
+        for message in opt.messages:
+            category = SingularFitWarning if message.startswith("boundary") else ConvergenceWarning
+            warnings.warn(message, category, stacklevel=3)
+        return make_result(self, opt)
+
+
+def _check_identifiable(re, p: int, n: int) -> None:
+    """lme4's nlev < nobs checks: a grouping factor needs fewer levels than observations."""
+    for term in re.terms:
+        if term.nlevels >= n and term.k == 1:
+            raise ModelSpecError(
+                f"grouping factor {term.group!r} has {term.nlevels} levels for {n} "
+                "observations: the random effects and the residual are not identifiable"
+            )
+    if n <= p:
+        raise DataError(f"{n} observations cannot estimate {p} fixed effects")
+
+
+def lmer(
+    formula: str,
+    data: pd.DataFrame,
+    reml: bool = True,
+    *,
+    optimizer: str = "cobyqa",
+    kernel: str = "auto",
+    start: np.ndarray | None = None,
+    maxfev: int = 100_000,
+    calc_derivs: bool = True,
+) -> LmerResult:
+    """Fit a linear mixed model given by an lme4 formula, as lme4's ``lmer()``.
+
+    Parameters
+    ----------
+    formula: ``"y ~ fixed + (lhs | g) + (lhs || g) + (1 | a/b)"``.
+    data: a pandas DataFrame; never modified. Rows with missing values in any variable
+        the formula uses are dropped. Grouping columns are treated as factors.
+    reml: REML (default, as lme4) or maximum likelihood.
+    optimizer: a bounded scipy.optimize method: "cobyqa" (default), "L-BFGS-B"
+        (finite-difference gradient), "Nelder-Mead" or "Powell".
+    kernel: "auto" (time the candidates once and keep the faster), "cholmod" (CHOLMOD on
+        the whole PLS system) or "schur" (leading block eliminated, dense Schur complement).
+    start: start values for theta (lme4's order); default 1 on diagonals, 0 elsewhere.
+    maxfev: limit on criterion evaluations.
+    calc_derivs: compute the gradient and Hessian at the optimum for the convergence checks.
+    """
+    model = LinearMixedModel(formula, data, reml=reml, kernel=kernel)
+    return model.fit(optimizer=optimizer, start=start, maxfev=maxfev, calc_derivs=calc_derivs)

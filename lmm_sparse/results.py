@@ -1,0 +1,242 @@
+"""The fitted model: estimates, random effects, variance components, predictions.
+
+:func:`make_result` turns the optimum of theta into a frozen :class:`LmerResult` with the
+names lme4 users know (``fixef``, ``ranef``, ``varcorr``, ``vcov``, ``sigma``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+from .design import group_codes
+from .errors import DataError
+from .optimize import OptSummary, is_singular_theta
+from .pls import profiled_deviance
+
+if TYPE_CHECKING:
+    from .model import LinearMixedModel
+
+__all__ = ["LmerResult", "make_result"]
+
+
+@dataclass(frozen=True)
+class LmerResult:
+    """A fitted linear mixed model.
+
+    Fields
+    ------
+    formula: the formula.
+    reml: REML (True) or ML (False) fit.
+    fixef: fixed-effects estimates (beta), a Series.
+    vcov: their covariance matrix, sigma^2 (R_X' R_X)^{-1}, a DataFrame.
+    ranef: grouping factor -> DataFrame of conditional modes b (levels x coefficients).
+    varcorr: variance components in the layout of lme4's as.data.frame(VarCorr(m)).
+    theta: relative covariance parameters (lme4's order: terms by decreasing levels,
+        each template's lower triangle column by column).
+    sigma: residual standard deviation.
+    objective: REML criterion or ML deviance at the optimum.
+    deviance: ML deviance (-2 log-likelihood) at the estimates; equals objective for ML.
+    loglik: log-likelihood (the REML one for REML fits, as lme4's logLik()).
+    aic, bic: -2 loglik + 2 df and + log(nobs) df, df = p + len(theta) + 1.
+    nobs: observations used (after dropping incomplete rows).
+    ngroups: grouping factor -> number of levels.
+    fitted, residuals: conditional fitted values X beta + Z b and y - fitted.
+    is_singular: a variance at zero or a correlation at +-1 (lme4's isSingular()).
+    converged: the convergence checks raised no doubt (a singular fit counts as converged).
+    optinfo: optimizer summary (method, evaluations, seconds, messages, derivatives).
+    dropped: fixed-effects columns dropped as aliased.
+    """
+
+    formula: str
+    reml: bool
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    ranef: dict[str, pd.DataFrame]
+    varcorr: pd.DataFrame
+    theta: np.ndarray
+    sigma: float
+    objective: float
+    deviance: float
+    loglik: float
+    aic: float
+    bic: float
+    nobs: int
+    ngroups: dict[str, int]
+    fitted: np.ndarray = field(repr=False)
+    residuals: np.ndarray = field(repr=False)
+    is_singular: bool
+    converged: bool
+    optinfo: OptSummary = field(repr=False)
+    dropped: tuple[str, ...]
+    model: Any = field(repr=False, compare=False)
+    _b: tuple[np.ndarray, ...] = field(repr=False, compare=False)
+
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, standard error and t value of each fixed effect (lme4's summary table)."""
+        se = np.sqrt(np.diag(self.vcov.to_numpy()))
+        return pd.DataFrame(
+            {"estimate": self.fixef.to_numpy(), "std_error": se,
+             "t_value": self.fixef.to_numpy() / se},
+            index=self.fixef.index,
+        )
+
+    def ranef_condvar(self) -> dict[str, np.ndarray]:
+        """Conditional variances of the random effects (lme4's ranef(condVar = TRUE)).
+
+        Per grouping factor an array (levels, k, k): ``sigma^2 T (A + I)^{-1}_block T'``,
+        beta taken as known. Computed on request through sparse solves.
+        """
+        model, out = self.model, {}
+        for i, term in enumerate(model.re.terms):
+            blocks = model.workspace.inverse_diagonal_blocks(self.theta, i)
+            T = model.re.template(self.theta, i)
+            out.setdefault(term.group, []).append(self.sigma**2 * (T @ blocks @ T.T))
+        return {g: parts[0] if len(parts) == 1 else _block_diag_stack(parts)
+                for g, parts in out.items()}
+
+    def predict(self, newdata: pd.DataFrame | None = None) -> np.ndarray:
+        """Predictions conditional on the random effects (lme4's predict()).
+
+        Levels not seen in the fit contribute no random effect (population prediction).
+        """
+        if newdata is None:
+            return self.fitted.copy()
+        model = self.model
+        if not isinstance(newdata, pd.DataFrame):
+            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+        try:
+            X = np.asarray(model.fixed.spec.get_model_matrix(newdata, na_action="ignore"),
+                           dtype=float)[:, list(model.fixed.keep)]
+        except Exception as exc:
+            raise DataError(f"cannot build the fixed effects for newdata: {exc}") from None
+        out = X @ self.fixef.to_numpy()
+        for term, b in zip(model.re.terms, self._b, strict=True):
+            missing = [f for f in term.bar.factors if f not in newdata.columns]
+            if missing:
+                raise DataError(f"newdata lacks grouping column(s) {missing} of {term.bar.source}")
+            Xi = np.asarray(term.spec.get_model_matrix(newdata, na_action="ignore"), dtype=float)
+            labels, levels = group_codes(newdata, term.bar.factors)
+            position = term.levels.get_indexer(levels)[labels]
+            seen = position >= 0
+            out[seen] += np.einsum("rk,rk->r", Xi[seen], b[position[seen]])
+        return out
+
+    def summary(self) -> str:
+        """The fit printed as lme4's summary() prints it."""
+        from .summary import format_summary
+
+        return format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _block_diag_stack(parts: list[np.ndarray]) -> np.ndarray:
+    """Several terms on one factor: per level, their blocks along the diagonal."""
+    nlev = parts[0].shape[0]
+    k = sum(p.shape[1] for p in parts)
+    out = np.zeros((nlev, k, k))
+    start = 0
+    for part in parts:
+        kk = part.shape[1]
+        out[:, start : start + kk, start : start + kk] = part
+        start += kk
+    return out
+
+
+def _varcorr(model: LinearMixedModel, theta: np.ndarray, sigma: float) -> pd.DataFrame:
+    rows = []
+    for i, term in enumerate(model.re.terms):
+        T = model.re.template(theta, i)
+        cov = sigma**2 * (T @ T.T)
+        sd = np.sqrt(np.diag(cov))
+        names = term.coef_names
+        for a, name in enumerate(names):
+            rows.append((term.group, name, None, cov[a, a], sd[a]))
+        for b in range(len(names)):  # column-major lower triangle, as R's lower.tri()
+            for a in range(b + 1, len(names)):
+                denom = sd[a] * sd[b]
+                corr = cov[a, b] / denom if denom > 0 else math.nan
+                rows.append((term.group, names[b], names[a], cov[a, b], corr))
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    columns = list(zip(*rows, strict=True))
+    # object columns keep None where R has NA (pandas would turn None into NaN in text).
+    return pd.DataFrame({
+        "grp": pd.Series(columns[0], dtype=object),
+        "var1": pd.Series(columns[1], dtype=object),
+        "var2": pd.Series(columns[2], dtype=object),
+        "vcov": np.asarray(columns[3], dtype=float),
+        "sdcor": np.asarray(columns[4], dtype=float),
+    })
+
+
+def _random_effects(model: LinearMixedModel, theta: np.ndarray, u: np.ndarray):
+    """b = Lambda u per term, shaped (levels, k)."""
+    out = []
+    for i, term in enumerate(model.re.terms):
+        start = model.re.offsets[i]
+        ui = u[start : start + term.nlevels * term.k].reshape(term.nlevels, term.k)
+        out.append(ui @ model.re.template(theta, i).T)
+    return tuple(out)
+
+
+def _ranef_frames(model: LinearMixedModel, b: tuple[np.ndarray, ...]) -> dict[str, pd.DataFrame]:
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for term, bi in zip(model.re.terms, b, strict=True):
+        index = pd.Index(term.levels.astype(str), name=term.group)
+        frames.setdefault(term.group, []).append(
+            pd.DataFrame(bi, index=index, columns=list(term.coef_names))
+        )
+    return {g: parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+            for g, parts in frames.items()}
+
+
+def make_result(model: LinearMixedModel, opt: OptSummary) -> LmerResult:
+    """Assemble the fitted model at the optimum theta."""
+    theta = opt.theta
+    ws, n, p = model.workspace, model.cp.n, model.cp.p
+    ev = ws.evaluate(theta)
+    sigma = math.sqrt(ev.pwrss / (n - p if model.reml else n))
+    names = list(model.fixed.names)
+    RXinv = scipy.linalg.solve_triangular(ev.RX, np.eye(p)) if p else np.zeros((0, 0))
+    vcov = sigma**2 * (RXinv @ RXinv.T)
+    b = _random_effects(model, theta, ws.spherical_modes(ev))
+    fitted = model.fixed.X @ ev.beta
+    for term, bi in zip(model.re.terms, b, strict=True):
+        fitted += np.einsum("rk,rk->r", term.X, bi[term.codes])
+    objective = profiled_deviance(ev, n, p, model.reml)
+    df = p + model.re.ntheta + 1
+    ngroups: dict[str, int] = {}
+    for term in model.re.terms:
+        ngroups.setdefault(term.group, term.nlevels)
+    return LmerResult(
+        formula=model.formula,
+        reml=model.reml,
+        fixef=pd.Series(ev.beta, index=names, name="fixef"),
+        vcov=pd.DataFrame(vcov, index=names, columns=names),
+        ranef=_ranef_frames(model, b),
+        varcorr=_varcorr(model, theta, sigma),
+        theta=theta.copy(),
+        sigma=sigma,
+        objective=objective,
+        deviance=profiled_deviance(ev, n, p, reml=False),
+        loglik=-objective / 2,
+        aic=objective + 2 * df,
+        bic=objective + math.log(n) * df,
+        nobs=n,
+        ngroups=ngroups,
+        fitted=fitted,
+        residuals=model.fixed.y - fitted,
+        is_singular=is_singular_theta(theta, model.re.lower),
+        converged=not any(not m.startswith("boundary") for m in opt.messages),
+        optinfo=opt,
+        dropped=model.fixed.dropped,
+        model=model,
+        _b=b,
+    )
