@@ -3,9 +3,8 @@
 :class:`SparseCholesky` analyzes a fixed sparsity pattern once (fill-reducing ordering,
 symbolic factorization) and refactors it numerically in place for each new set of values:
 ``L D L' = P (A + beta I) P'``. Whether the simplicial (LDL', D != I) or the supernodal
-(LL', D = I) factorization is used is decided once by timing one factorization of each,
-because which one wins depends on the structure (nested factors favour simplicial, dense
-crossed blocks supernodal) and on the BLAS.
+(LL', D = I) factorization is used is decided once from the symbolic factor by CHOLMOD's
+own rule (flops per entry of L), so that the same data always take the same path.
 
 Every solve the PLS kernel needs is a *half solve*: ``H = D^{-1/2} L^{-1} P B`` so that
 ``H'H = B' (A + beta I)^{-1} B``.
@@ -13,7 +12,6 @@ Every solve the PLS kernel needs is a *half solve*: ``H = D^{-1/2} L^{-1} P B`` 
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -24,6 +22,8 @@ from .errors import ModelSpecError
 
 __all__ = ["SparseCholesky"]
 
+_SUPERNODAL_RATIO = 40.0  # CHOLMOD's default Common->supernodal_switch
+
 
 class SparseCholesky:
     """CHOLMOD factor of a symmetric matrix given by its lower triangle (CSC).
@@ -31,22 +31,30 @@ class SparseCholesky:
     Fields
     ------
     pattern: the analyzed lower-triangular CSC matrix; refactor() writes its values.
-    mode: "simplicial" or "supernodal", as chosen by timing.
+    mode: "simplicial" or "supernodal".
+    nnz_L: entries of L.
+    flops: multiply-adds of one numeric factorization (sum of squared column counts).
     """
 
     def __init__(self, lower: sp.csc_matrix, values: np.ndarray, mode: str = "auto") -> None:
         self.pattern = lower
         self.pattern.data[:] = values
-        modes = ("simplicial", "supernodal") if mode == "auto" else (mode,)
-        best = None
-        for candidate in modes:
-            factor = self._analyze(candidate)
-            start = time.perf_counter()
-            self._factorize(factor, 1.0)
-            elapsed = time.perf_counter() - start
-            if best is None or elapsed < best[0]:
-                best = (elapsed, candidate, factor)
-        _, self.mode, self._factor = best
+        factor = self._analyze("simplicial" if mode == "auto" else mode)
+        self._factorize(factor, 1.0)
+        counts = np.diff(factor.copy().L().indptr).astype(float)
+        self.nnz_L = int(counts.sum())
+        self.flops = float(np.sum(counts**2))  # multiply-adds of one numeric factorization
+        # CHOLMOD's own rule for its automatic choice: supernodal pays off once there are
+        # many flops per entry of L (dense trailing blocks), simplicial otherwise. Applied
+        # here, not by timing, so the same data always take the same path.
+        self.mode = mode
+        if mode == "auto":
+            dense = self.flops >= _SUPERNODAL_RATIO * self.nnz_L
+            self.mode = "supernodal" if dense else "simplicial"
+            if self.mode == "supernodal":
+                factor = self._analyze("supernodal")
+                self._factorize(factor, 1.0)
+        self._factor = factor
         self._dinv_sqrt: np.ndarray | None = None
 
     def _analyze(self, mode: str):
@@ -91,10 +99,3 @@ class SparseCholesky:
         """(A + beta I)^{-1} B."""
         return self._factor.solve_A(B)
 
-    def nnz_L(self) -> int:
-        """Number of entries of L (a measure of the per-evaluation cost).
-
-        Extracting L converts a supernodal factor to simplicial form, so this works on a
-        copy and leaves the factor in use intact.
-        """
-        return int(self._factor.copy().L().nnz)

@@ -98,4 +98,8 @@ class CholmodKernel:
         return self.chol.solve(B)
 
     def describe(self) -> str:
-        return f"CHOLMOD {self.chol.mode}, nnz(L) = {self.chol.nnz_L()}"
+        return f"CHOLMOD {self.chol.mode}, nnz(L) = {self.chol.nnz_L}"
+
+    @property
+    def flops(self) -> float:
+        return self.chol.flops

@@ -20,7 +20,7 @@ from .crossprod import make_cross_products
 from .design import make_fixed_design, make_model_frame, make_raw_terms
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
-from .optimize import check_convergence, optimize_theta
+from .optimize import check_convergence, optimize_with_restart
 from .pls import PLSWorkspace, profiled_deviance
 from .results import LmerResult, make_result
 from .terms import make_re_structure
@@ -93,7 +93,9 @@ class LinearMixedModel:
         theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
         if theta0.shape != self.re.theta0.shape:
             raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
-        opt = optimize_theta(self.objective, theta0, self.re.lower, optimizer, maxfev)
+        opt = optimize_with_restart(
+            self.objective, theta0, self.re.lower, self.re.template_columns(), optimizer, maxfev
+        )
         opt = check_convergence(self.objective, opt, self.re.lower, calc_derivs)
         for message in opt.messages:
             category = SingularFitWarning if message.startswith("boundary") else ConvergenceWarning

@@ -15,18 +15,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.optimize
 
-__all__ = ["OptSummary", "optimize_theta", "check_convergence", "OPTIMIZERS"]
+__all__ = [
+    "OptSummary",
+    "optimize_theta",
+    "optimize_with_restart",
+    "check_convergence",
+    "OPTIMIZERS",
+]
 
 OPTIMIZERS = ("cobyqa", "L-BFGS-B", "Nelder-Mead", "Powell")
 SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on theta's diagonal elements
 GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance (smallest / largest eigenvalue)
 DERIV_STEP = 1e-4  # lme4's deriv12() step
+RESTART_DIAGONAL = 0.1  # where a collapsed template column restarts (theta is sd / sigma)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,50 @@ def optimize_theta(
     )
 
 
+def restart_point(theta: np.ndarray, lower: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """A start away from the boundary: zero template columns set back to (0.1, 0, ...).
+
+    ``columns[j]`` holds the indices into theta of template column j (diagonal first).
+    """
+    start = theta.copy()
+    for col in columns:
+        if start[col[0]] < SINGULAR_TOL:
+            start[col] = 0.0
+            start[col[0]] = RESTART_DIAGONAL
+    return start
+
+
+def optimize_with_restart(
+    objective: Callable[[np.ndarray], float],
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    columns: list[np.ndarray],
+    method: str = "cobyqa",
+    maxfev: int = 100_000,
+) -> OptSummary:
+    """Optimize; if the optimum is on the boundary, optimize again from inside it.
+
+    A derivative-free search can stop on the boundary where a variance collapsed on its
+    way, although a better optimum lies inside (lme4's restart_edge addresses the same
+    problem with a one-sided derivative test, which misses optima beyond a flat region).
+    The second run starts with the collapsed template columns reset; the better of the
+    two optima is kept and the evaluations of both are counted.
+    """
+    first = optimize_theta(objective, theta0, lower, method, maxfev)
+    if not is_singular_theta(first.theta, lower):
+        return first
+    second = optimize_theta(
+        objective, restart_point(first.theta, lower, columns), lower, method, maxfev
+    )
+    best = second if second.fval < first.fval else first
+    return replace(
+        best,
+        theta0=first.theta0,
+        feval=first.feval + second.feval,
+        seconds=first.seconds + second.seconds,
+    )
+
+
 def _derivatives(objective: Callable[[np.ndarray], float], theta: np.ndarray, fval: float):
     """Central-difference gradient and Hessian with lme4's deriv12 step.
 
@@ -173,6 +224,4 @@ def check_convergence(
 
 
 def _with(opt: OptSummary, messages: list[str], grad, hess) -> OptSummary:
-    from dataclasses import replace
-
     return replace(opt, messages=tuple(messages), gradient=grad, hessian=hess)

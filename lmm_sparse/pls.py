@@ -27,7 +27,6 @@ Cost of one evaluation (:meth:`PLSWorkspace.evaluate`), independent of n:
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +42,7 @@ __all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
 
 KERNELS = ("auto", "cholmod", "schur")
 # Above this many columns outside the leading term the dense Schur complement costs more
-# than CHOLMOD can save; below it, "auto" times both and keeps the faster.
+# than CHOLMOD can save; below it, "auto" compares the two kernels' flop estimates.
 _SCHUR_MAX_Q2 = 3000
 
 
@@ -98,25 +97,21 @@ class PLSWorkspace:
         self.theta: np.ndarray | None = None
 
     def _choose_kernel(self, name: str):
+        """The kernel asked for; for "auto" the one with fewer estimated flops.
+
+        Chosen from the structure, not by timing, so the same data always follow the same
+        path (on ill-conditioned models the optimizer's path can amplify rounding
+        differences between kernels).
+        """
         lead = self.re.terms[0]
         q2 = self.re.q - lead.k * lead.nlevels
-        if name == "cholmod" or (name == "auto" and q2 > _SCHUR_MAX_Q2):
-            return CholmodKernel(self.re, self.cp)
         if name == "schur":
             return SchurKernel(self.re, self.cp)
-        # Time factorizations of each at the start values and keep the faster; the best of
-        # three, as the first call pays one-off costs and the machine may be busy.
-        templates = self.re.templates(self.re.theta0)
-        timed = []
-        for make in (SchurKernel, CholmodKernel):
-            kernel = make(self.re, self.cp)
-            best = math.inf
-            for _ in range(3):
-                start = time.perf_counter()
-                kernel.factor(templates)
-                best = min(best, time.perf_counter() - start)
-            timed.append((best, kernel))
-        return min(timed, key=lambda pair: pair[0])[1]
+        sparse = CholmodKernel(self.re, self.cp)
+        if name == "cholmod" or q2 > _SCHUR_MAX_Q2:
+            return sparse
+        schur = SchurKernel(self.re, self.cp)
+        return schur if schur.flops <= sparse.flops else sparse
 
     def lambda_t_ztxy(self, templates: list[np.ndarray]) -> np.ndarray:
         """B = Lambda' Z' [X y], q x (p + 1)."""

@@ -75,7 +75,9 @@ def _random_effects_block(res: LmerResult) -> list[str]:
         rows.append([group if group != seen_group else "", name, variances[idx], sds[idx],
                      corr_cells])
         seen_group = group
-    return _table(rows, [False, False, True, True, False])
+    if not any(row[4] for row in rows[1:]):
+        rows = [row[:4] for row in rows]  # lme4 shows no Corr column without correlations
+    return _table(rows, [False, False, True, True, False][: len(rows[0])])
 
 
 def _corr_cells(vc, group: str, name: str, idx: int, sd_rows) -> str:

@@ -83,6 +83,17 @@ class ReStructure:
         ]
         return sp.block_diag(blocks, format="csc")
 
+    def template_columns(self) -> list[np.ndarray]:
+        """Indices into theta of every template column, its diagonal element first."""
+        out = []
+        for i, term in enumerate(self.terms):
+            start, k = self.theta_offsets[i], term.k
+            for j in range(k):
+                # column j of a k x k lower triangle starts after the columns before it
+                first = start + j * k - j * (j - 1) // 2
+                out.append(np.arange(first, first + k - j))
+        return out
+
     def diagonal_mask(self) -> np.ndarray:
         """True for the elements of theta that sit on a template diagonal."""
         return self.lower == 0
