@@ -11,6 +11,7 @@ Three steps, each a small function:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "FixedDesign",
     "RawTerm",
     "make_model_frame",
+    "quote_names",
     "make_fixed_design",
     "make_raw_terms",
     "intercept_name",
@@ -99,6 +101,32 @@ class RawTerm:
         return len(self.levels)
 
 
+def quote_names(parsed: ParsedFormula, columns) -> ParsedFormula:
+    """Backtick the column names formulaic would misread, such as R's ``Re.action``.
+
+    R allows dots in names; in formulaic's Python grammar ``a.b`` is attribute access.
+    Only names that are columns of the data and not Python identifiers are quoted.
+    """
+    odd = sorted(
+        (str(c) for c in columns if isinstance(c, str) and not c.isidentifier()),
+        key=len,
+        reverse=True,  # longest first, so "a.b.c" is quoted before "a.b"
+    )
+    odd = [c for c in odd if re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_.]*", c)]
+    if not odd:
+        return parsed
+
+    def quote(text: str) -> str:
+        for name in odd:
+            text = re.sub(rf"(?<![\w.`]){re.escape(name)}(?![\w.`])", f"`{name}`", text)
+        return text
+
+    bars = tuple(dataclasses.replace(bar, lhs=quote(bar.lhs)) for bar in parsed.bars)
+    return dataclasses.replace(
+        parsed, response=quote(parsed.response), fixed=quote(parsed.fixed), bars=bars
+    )
+
+
 def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     """Columns the formula reads, in data order, after checking that each exists."""
     needed: set[str] = set()
@@ -111,18 +139,23 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
             raise FormulaError(f"cannot parse {where} {text!r}: {exc}") from None
     for bar in parsed.bars:
         needed |= set(bar.factors)
+    # formulaic's formula tokens, which also catch columns whose names shadow its transforms.
+    tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*|(?<=`)[^`]+(?=`)", parsed.text))
     missing = sorted(name for name in needed if name not in data.columns)
-    # Names formulaic resolves from the environment (np, log, ...) are not columns.
-    missing = [name for name in missing if not _is_known_function(name)]
+    # Names formulaic resolves from the environment (np, log, ...) are not columns, and
+    # for a quoted dotted column such as `Re.action` it reports the prefix "Re".
+    dotted = [str(c) for c in data.columns if str(c) in tokens and "." in str(c)]
+    missing = [
+        name
+        for name in missing
+        if not _is_known_function(name) and not any(c.startswith(name + ".") for c in dotted)
+    ]
     if missing:
         raise FormulaError(
             f"column(s) {', '.join(map(repr, missing))} used in {parsed.text!r} "
             f"not found in the data (columns: {', '.join(map(str, data.columns[:20]))}"
             f"{', ...' if len(data.columns) > 20 else ''})"
         )
-    # formulaic leaves out names that shadow its transforms (a column called "Q" or "C"),
-    # yet reads them from the data: keep every column named in the formula text.
-    tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*|(?<=`)[^`]+(?=`)", parsed.text))
     return [c for c in data.columns if c in needed or c in tokens]
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .crossprod import make_cross_products
-from .design import make_fixed_design, make_model_frame, make_raw_terms
+from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
 from .optimize import check_convergence, optimize_with_restart
@@ -48,8 +48,11 @@ class LinearMixedModel:
     ) -> None:
         start = time.perf_counter()
         self.formula = formula
-        self.parsed = parse_formula(formula)
         self.reml = bool(reml)
+        parsed = parse_formula(formula)
+        if isinstance(data, pd.DataFrame):
+            parsed = quote_names(parsed, data.columns)
+        self.parsed = parsed
         self.frame = make_model_frame(self.parsed, data)
         self.fixed = make_fixed_design(self.parsed, self.frame)
         raw = make_raw_terms(self.parsed, self.frame)

@@ -185,9 +185,7 @@ def _level_sort_key(labels: pd.Index):
 
     def key(label):
         parts = str(label).split(":")
-        return tuple(
-            (float(p),) if numeric[j] else (math.inf, p) for j, p in enumerate(parts)
-        )
+        return tuple((float(p),) if numeric[j] else (math.inf, p) for j, p in enumerate(parts))
 
     return key
 
@@ -208,8 +206,10 @@ def _varcorr_table(rows, source: str) -> dict:
             v1, v2 = sorted((v1, v2))  # a correlation is symmetric in its pair
         key = (group_key(grp), v1, v2)
         assert key not in table, f"{source} varcorr has two rows for {key}"
-        table[key] = (None if _missing(vcov) else float(vcov),
-                      None if _missing(sdcor) else float(sdcor))
+        table[key] = (
+            None if _missing(vcov) else float(vcov),
+            None if _missing(sdcor) else float(sdcor),
+        )
     return table
 
 
@@ -238,7 +238,9 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
     d_obj = res.objective - ref["objective"]
     better = (
         f" (note: our criterion is {-d_obj:.4g} lower than lme4's, lme4 stopped short of "
-        "the optimum)" if d_obj < -OBJECTIVE_SLACK else ""
+        "the optimum)"
+        if d_obj < -OBJECTIVE_SLACK
+        else ""
     )
 
     def check(ok: bool, message: str) -> None:
@@ -369,5 +371,6 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
             )
 
     if errors:
-        raise AssertionError(where + f"{len(errors)} mismatch(es) with lme4{better}:\n  "
-                             + "\n  ".join(errors))
+        raise AssertionError(
+            where + f"{len(errors)} mismatch(es) with lme4{better}:\n  " + "\n  ".join(errors)
+        )

@@ -11,10 +11,21 @@ The acceptance rules are implemented once, in ``conftest.compare_to_lme4``.
 
 from __future__ import annotations
 
+import re
 import warnings
 
+import pandas as pd
 import pytest
-from conftest import case_data, case_formula, compare_to_lme4, load_reference, read_cases
+from conftest import (
+    case_data,
+    case_formula,
+    compare_to_lme4,
+    first_level,
+    group_key,
+    load_reference,
+    r_name,
+    read_cases,
+)
 
 import lmm_sparse
 
@@ -57,7 +68,7 @@ def test_every_case_has_a_reference():
         assert sorted(ids) == sorted(load_reference(ref_file)), f"{cases_file} vs {ref_file}"
 
 
-SMALL_EXTRA = [c for c in read_cases("cases_extra.csv")]
+SMALL_EXTRA = read_cases("cases_extra.csv")
 
 
 @pytest.mark.parametrize("kernel", ["cholmod", "schur"])
@@ -66,3 +77,80 @@ def test_kernels_match_lme4(case, kernel):
     """The forced CHOLMOD path and the Schur path reach lme4's answer too."""
     ref = load_reference("lme4_extra.json")[case["id"]]
     compare_to_lme4(_fit(case, kernel=kernel), ref, label=f"{case['id']}, kernel={kernel}")
+
+
+# --------------------------------------------------------------------------- the comparator
+
+
+class _Tweaked:
+    """A fitted result with some attributes replaced (to check the comparator bites)."""
+
+    def __init__(self, res, **override):
+        self._res, self._override = res, override
+
+    def __getattr__(self, name):
+        if name in self._override:
+            return self._override[name]
+        return getattr(self._res, name)
+
+
+@pytest.fixture(scope="module")
+def sleep_case():
+    case = read_cases("cases.csv")[0]
+    assert case["id"] == "sleepstudy_reml"
+    return _fit(case), load_reference("lme4_public.json")[case["id"]]
+
+
+def test_comparator_accepts_the_fit(sleep_case):
+    compare_to_lme4(*sleep_case)
+
+
+def test_comparator_rejects_each_kind_of_difference(sleep_case):
+    res, ref = sleep_case
+    se = res.coef_table()["std_error"]
+    vc = res.varcorr.copy()
+    vc.loc[0, "sdcor"] *= 1.01
+    corr = res.varcorr.copy()
+    corr.loc[2, "sdcor"] += 0.01
+    first = res.ranef["Subject"].copy()
+    first.iloc[0, 0] += 0.5
+    tweaks = {
+        "criterion": {"objective": ref["objective"] + 0.01},
+        "fixef": {"fixef": res.fixef + 0.02 * se},
+        "sd Subject (Intercept)": {"varcorr": vc},
+        "corr Subject": {"varcorr": corr},
+        "is_singular": {"is_singular": True},
+        "nobs": {"nobs": 179},
+        "ngroups": {"ngroups": {"Subject": 17}},
+        "aic": {"aic": res.aic + 0.01},
+        "ranef[Subject]": {"ranef": {"Subject": first}},
+    }
+    for expected, override in tweaks.items():
+        with pytest.raises(AssertionError, match=re.escape(expected)):
+            compare_to_lme4(_Tweaked(res, **override), ref)
+
+
+def test_name_mapping():
+    assert r_name("Intercept") == "(Intercept)"
+    assert r_name("spkr[T.old]") == "spkrold"
+    assert r_name("spkr[T.old]:prec[T.maintain]") == "spkrold:precmaintain"
+    assert r_name("Type[Quebec]") == "TypeQuebec"
+    assert (
+        r_name("Type[Mississippi]:Treatment[T.nonchilled]") == "TypeMississippi:Treatmentnonchilled"
+    )
+    assert r_name("I(day ** 2)") == "I(day^2)"
+    assert r_name("I(day^2)") == "I(day^2)"
+    assert r_name("log(conc)") == "log(conc)"
+    assert r_name("age:SexMale") == "age:SexMale"
+    assert r_name(None) is None
+
+
+def test_first_level_follows_r_factor_order():
+    assert first_level(pd.Index(["10", "9", "308"])) == "9"  # numbers sort numerically
+    assert first_level(pd.Index(["b", "B", "a"])) == "B"  # C locale: code points
+    assert first_level(pd.Index(["b:2", "a:10", "a:9"])) == "a:9"  # first factor slowest
+    assert first_level(pd.Index(["Marvellous:I", "Golden Rain:II", "Golden Rain:I"])) == (
+        "Golden Rain:I"
+    )
+    assert group_key("Subject.1") == group_key("Subject")
+    assert group_key("Dog.Side") == group_key("Dog:Side")

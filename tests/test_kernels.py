@@ -1,0 +1,112 @@
+"""The PLS kernels against sparse algebra done the slow way, and their cost structure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmm_sparse import LinearMixedModel
+from lmm_sparse.kernel_schur import SchurKernel
+from lmm_sparse.kernel_sparse import CholmodKernel
+
+FORMULAS = [
+    "y ~ x + (1 | a) + (1 | b)",
+    "y ~ x + (1 | a/b)",
+    "y ~ x * f + (1 + x | a) + (1 + f | b) + (x || c)",
+    "y ~ 1 + (1 + x | a) + (0 + x | b)",
+]
+
+
+def _data(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "a": rng.integers(0, 15, n),
+            "b": rng.integers(0, 6, n),
+            "c": rng.integers(0, 4, n),
+            "x": rng.normal(size=n),
+            "f": rng.choice(["p", "q", "r"], n),
+        }
+    )
+    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=15)[df["a"]]
+    return df
+
+
+def _random_theta(model: LinearMixedModel, rng: np.random.Generator) -> np.ndarray:
+    theta = rng.normal(scale=0.7, size=model.re.ntheta)
+    diagonal = model.re.lower == 0
+    theta[diagonal] = np.abs(theta[diagonal])
+    theta[np.flatnonzero(diagonal)[0]] = 0.0  # a boundary value must keep working
+    return theta
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_cross_products_match_sparse_products(formula):
+    model = LinearMixedModel(formula, _data(400, 1))
+    Z, X, y = model.Z, model.X, model.y
+    ZtZ = (Z.T @ Z).toarray()
+    for block in model.cp.blocks:
+        ti, tj = model.re.terms[block.i], model.re.terms[block.j]
+        for n, (r, c) in enumerate(zip(block.rows, block.cols, strict=True)):
+            rows = model.re.offsets[block.i] + r * ti.k + np.arange(ti.k)
+            cols = model.re.offsets[block.j] + c * tj.k + np.arange(tj.k)
+            np.testing.assert_allclose(block.C[n], ZtZ[np.ix_(rows, cols)], atol=1e-10)
+    ZtXy = np.concatenate([b.reshape(-1, b.shape[2]) for b in model.cp.ZtXy])
+    np.testing.assert_allclose(ZtXy, Z.T @ np.column_stack([X, y]), atol=1e-10)
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+@pytest.mark.parametrize("kernel", [CholmodKernel, SchurKernel])
+def test_kernel_solves_match_dense(formula, kernel):
+    model = LinearMixedModel(formula, _data(300, 2))
+    rng = np.random.default_rng(3)
+    theta = _random_theta(model, rng)
+    Lam = model.Lambda(theta).toarray()
+    Z = model.Z.toarray()
+    A = Lam.T @ Z.T @ Z @ Lam + np.eye(model.re.q)
+    k = kernel(model.re, model.cp)
+    k.factor(model.re.templates(theta))
+    assert k.logdet() == pytest.approx(np.linalg.slogdet(A)[1], rel=1e-10)
+    B = rng.normal(size=(model.re.q, 3))
+    H = k.half_solve(B)
+    np.testing.assert_allclose(H.T @ H, B.T @ np.linalg.solve(A, B), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(k.solve(B), np.linalg.solve(A, B), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_kernels_give_the_same_objective(formula):
+    df = _data(300, 4)
+    cholmod = LinearMixedModel(formula, df, kernel="cholmod")
+    schur = LinearMixedModel(formula, df, kernel="schur")
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        theta = _random_theta(cholmod, rng)
+        assert schur.objective(theta) == pytest.approx(cholmod.objective(theta), rel=1e-12)
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_evaluation_state_does_not_grow_with_n(formula):
+    """Everything an evaluation reads has a size set by the levels, not by n."""
+    small = _data(300, 6)
+    large = pd.concat([small] * 4, ignore_index=True)
+    sizes = []
+    for df in (small, large):
+        model = LinearMixedModel(formula, df)
+        shapes = [b.C.shape for b in model.cp.blocks] + [z.shape for z in model.cp.ZtXy]
+        shapes.append(model.cp.XyXy.shape)
+        sizes.append((shapes, model.workspace.describe()))
+        assert model.cp.n == len(df)
+    assert sizes[0] == sizes[1]
+
+
+def test_inverse_blocks_match_dense():
+    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 7))
+    theta = _random_theta(model, np.random.default_rng(8))
+    Lam, Z = model.Lambda(theta).toarray(), model.Z.toarray()
+    inverse = np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(model.re.q))
+    for i, term in enumerate(model.re.terms):
+        blocks = model.workspace.inverse_diagonal_blocks(theta, i)
+        for level in range(term.nlevels):
+            idx = model.re.offsets[i] + level * term.k + np.arange(term.k)
+            np.testing.assert_allclose(blocks[level], inverse[np.ix_(idx, idx)], atol=1e-12)
