@@ -93,8 +93,14 @@ def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossP
 
 
 def block_values(block: ZtZBlock, templates: list[np.ndarray]) -> np.ndarray:
-    """The blocks of Lambda' Z'Z Lambda: T_i' C T_j for every stored block, (nblocks, k_i, k_j)."""
+    """The blocks of Lambda' Z'Z Lambda: T_i' C T_j for every stored block, (nblocks, k_i, k_j).
+
+    Two BLAS matrix products over the stacked blocks instead of one small product per block.
+    """
     Ti, Tj = templates[block.i], templates[block.j]
     if Ti.shape == (1, 1) and Tj.shape == (1, 1):
         return block.C * (Ti[0, 0] * Tj[0, 0])
-    return Ti.T @ block.C @ Tj
+    n, ki, kj = block.C.shape
+    CT = (block.C.reshape(n * ki, kj) @ Tj).reshape(n, ki, kj)  # C_n T_j
+    # T_i' (C_n T_j) = ((C_n T_j)' T_i)'
+    return (CT.transpose(0, 2, 1).reshape(n * kj, ki) @ Ti).reshape(n, kj, ki).transpose(0, 2, 1)

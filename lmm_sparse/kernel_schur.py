@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 
 from .crossprod import CrossProducts, block_values
 from .errors import ModelSpecError
@@ -45,7 +46,7 @@ class SchurKernel:
         self._setup_rest()
 
     def _setup_cross(self) -> None:
-        """Fixed CSR pattern of L21 (q2 x q1), entries in block order."""
+        """Fixed CSR patterns of A21 (q2 x q1) and of the block diagonal L11^{-T}."""
         rows, cols = [], []
         for block in self._cross:
             a, b = block_entries(block, self.re)
@@ -56,15 +57,20 @@ class SchurKernel:
             r, c = np.concatenate(rows), np.concatenate(cols)
         else:
             r = c = np.zeros(0, dtype=np.int64)
-        self._L21, self._perm21 = fixed_pattern(r, c, (self.q2, self.q1), "csr")
+        self._A21, self._perm21 = fixed_pattern(r, c, (self.q2, self.q1), "csr")
+        # In CSR order the entries of a row of A21 that meet one leading level are k0
+        # consecutive values (dense blocks, sorted columns): record that level per run, so
+        # that L21 = A21 L11^{-T} is computed run by run on A21's own pattern.
+        self._run_level = self._A21.indices[:: self.k0] // self.k0
         # L21 L21' as a dense BLAS product when L21 is fairly dense, else sparse.
-        per_column = np.diff(self._L21.tocsc().indptr).astype(float)
+        per_column = np.diff(self._A21.tocsc().indptr).astype(float)
         sparse_flops = float(np.sum(per_column**2))
-        dense_flops = float(self.q2) ** 2 * self.q1
+        dense_flops = float(self.q2) ** 2 * self.q1 / 2
         self._dense_update = dense_flops < 8 * sparse_flops  # BLAS-3 is ~8x faster per flop
         self.flops = self.l0 * self.k0**3 / 3 + float(self.q2) ** 3 / 3 + (
             dense_flops / 8 if self._dense_update else sparse_flops
         )
+        self._L21 = self._A21.copy()
 
     def _setup_rest(self) -> None:
         """Flat indices into the dense q2 x q2 matrix of the lower triangle of A22."""
@@ -90,18 +96,22 @@ class SchurKernel:
         if self.q2 == 0:
             self._L22 = np.zeros((0, 0))
             return
-        vals = [
-            (block_values(block, templates) @ self._L11inv[block.cols].transpose(0, 2, 1)).ravel()
-            for block in self._cross
-        ]
+        A21 = self._A21
+        if self._cross:
+            vals = np.concatenate([block_values(b, templates).ravel() for b in self._cross])
+            A21.data[:] = vals[self._perm21]
+        # L21 = A21 L11^{-T}, same pattern as A21: each run of k0 values times its level's
+        # block of L11^{-T}, i.e. run @ L11inv[level].T.
+        runs = A21.data.reshape(-1, self.k0)
         L21 = self._L21
-        L21.data[:] = np.concatenate(vals)[self._perm21] if vals else L21.data
+        L21.data[:] = np.einsum("rb,rab->ra", runs, self._L11inv[self._run_level]).ravel()
         if self._dense_update:
             D = L21.toarray()
-            S = -(D @ D.T)
+            # lower triangle of L21 L21'; BLAS returns Fortran order, the indexing below is C
+            S = np.ascontiguousarray(-scipy.linalg.blas.dsyrk(1.0, D, lower=1))
         else:
             S = -(L21 @ L21.T).toarray()
-        flat = S.ravel()
+        flat = S.reshape(-1)  # a view: S is C-contiguous
         for block, (index, a, b) in zip(self._rest, self._rest_index, strict=True):
             flat[index] += block_values(block, templates)[:, a, b].ravel()
         S[np.diag_indices(self.q2)] += 1.0

@@ -101,9 +101,23 @@ class LinearMixedModel:
         )
         opt = check_convergence(self.objective, opt, self.re.lower, calc_derivs)
         for message in opt.messages:
-            category = SingularFitWarning if message.startswith("boundary") else ConvergenceWarning
-            warnings.warn(message, category, stacklevel=3)
+            singular = message.startswith("boundary")
+            category = SingularFitWarning if singular else ConvergenceWarning
+            advice = _SINGULAR_ADVICE if singular else _CONVERGENCE_ADVICE
+            warnings.warn(f"{message}. {advice}", category, stacklevel=3)
         return make_result(self, opt)
+
+
+_SINGULAR_ADVICE = (
+    "A variance is estimated at zero or a correlation at +-1 (res.varcorr shows which): "
+    "the data do not support this random-effects structure; consider removing the "
+    "degenerate term or correlation, e.g. (x || g) instead of (x | g)"
+)
+_CONVERGENCE_ADVICE = (
+    "Check res.optinfo.gradient; center and scale continuous predictors, refit from "
+    "start=res.theta, or try optimizer='L-BFGS-B' or 'Nelder-Mead' and compare "
+    "res.objective"
+)
 
 
 def _check_identifiable(re, p: int, n: int) -> None:
