@@ -15,12 +15,13 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from .crossprod import make_cross_products
 from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
-from .optimize import check_convergence, optimize_with_restart
+from .optimize import check_convergence, optimize_with_restart, with_blas_threads
 from .pls import PLSWorkspace, profiled_deviance
 from .results import LmerResult, make_result
 from .terms import make_re_structure
@@ -96,10 +97,16 @@ class LinearMixedModel:
         theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
         if theta0.shape != self.re.theta0.shape:
             raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
-        opt = optimize_with_restart(
-            self.objective, theta0, self.re.lower, self.re.template_columns(), optimizer, maxfev
-        )
-        opt = check_convergence(self.objective, opt, self.re.lower, calc_derivs)
+        threads = self.workspace.blas_threads()
+        # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
+        with threadpool_limits(limits=1, user_api="blas"):
+            opt = optimize_with_restart(
+                self.objective, theta0, self.re.lower, self.re.template_columns(), optimizer,
+                maxfev, threads,
+            )
+            opt = check_convergence(
+                with_blas_threads(self.objective, threads), opt, self.re.lower, calc_derivs
+            )
         for message in opt.messages:
             singular = message.startswith("boundary")
             category = SingularFitWarning if singular else ConvergenceWarning

@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from .crossprod import CrossProducts
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
+from .optimize import default_blas_threads
 from .terms import ReStructure
 
 __all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
@@ -44,6 +45,7 @@ KERNELS = ("auto", "cholmod", "schur")
 # Above this many columns outside the leading term the dense Schur complement costs more
 # than CHOLMOD can save; below it, "auto" compares the two kernels' flop estimates.
 _SCHUR_MAX_Q2 = 3000
+_THREADED_FLOPS = 1e8
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,14 @@ class PLSWorkspace:
         if kernel is self.kernel:
             self.theta = np.asarray(theta, dtype=float)
         return out
+
+    def blas_threads(self) -> int:
+        """BLAS threads worth using in one evaluation: all for large dense work, else one.
+
+        Below about 1e8 flops per factorization the BLAS calls are too small for a second
+        thread to pay for its synchronisation.
+        """
+        return default_blas_threads() if self.kernel.flops >= _THREADED_FLOPS else 1
 
     def describe(self) -> str:
         return self.kernel.describe()
