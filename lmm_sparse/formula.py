@@ -117,9 +117,9 @@ def _check_parentheses(text: str) -> None:
         raise FormulaError(f"unbalanced parentheses: {depth} '(' never closed in {text!r}")
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` occurring outside parentheses and backticks."""
-    out, depth, start, quoted = [], 0, 0, False
+def _top_level(text: str, seps: str):
+    """Positions and characters of ``seps`` outside parentheses, brackets and backticks."""
+    depth, quoted = 0, False
     for pos, char in enumerate(text):
         if char == "`":
             quoted = not quoted
@@ -129,9 +129,16 @@ def _split_top(text: str, sep: str) -> list[str]:
             depth += 1
         elif char in ")]":
             depth -= 1
-        elif depth == 0 and char == sep:
-            out.append(text[start:pos])
-            start = pos + 1
+        elif depth == 0 and char in seps:
+            yield pos, char
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` occurring at the top level."""
+    out, start = [], 0
+    for pos, _ in _top_level(text, sep):
+        out.append(text[start:pos])
+        start = pos + 1
     out.append(text[start:])
     return out
 
@@ -139,26 +146,18 @@ def _split_top(text: str, sep: str) -> list[str]:
 def _signed_chunks(rhs: str, text: str) -> list[tuple[str, str]]:
     """Split a right-hand side at top-level ``+`` and ``-`` keeping the signs."""
     chunks: list[tuple[str, str]] = []
-    depth, start, sign, quoted = 0, 0, "+", False
-    for pos, char in enumerate(rhs + "+"):
-        if char == "`":
-            quoted = not quoted
-        elif quoted:
+    start, sign = 0, "+"
+    padded = rhs + "+"
+    for pos, char in _top_level(padded, "+-"):
+        # the '-' of an exponent such as 1e-3 is not a separator
+        if char == "-" and re.search(r"\d[eE]$", rhs[start:pos]):
             continue
-        elif char in "([":
-            depth += 1
-        elif char in ")]":
-            depth -= 1
-        elif depth == 0 and char in "+-":
-            # '**' and exponents such as 1e-3 are not separators.
-            if char == "-" and re.search(r"\d[eE]$", rhs[start:pos]):
-                continue
-            piece = rhs[start:pos].strip()
-            if piece:
-                chunks.append((sign, piece))
-            elif start and pos < len(rhs):
-                raise FormulaError(f"empty term before {char!r} at position {pos} in {text!r}")
-            sign, start = char, pos + 1
+        piece = padded[start:pos].strip()
+        if piece:
+            chunks.append((sign, piece))
+        elif start and pos < len(rhs):
+            raise FormulaError(f"empty term before {char!r} at position {pos} in {text!r}")
+        sign, start = char, pos + 1
     return chunks
 
 
