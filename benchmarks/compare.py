@@ -1,0 +1,615 @@
+"""Side-by-side fit times and criteria: lmm_sparse, lme4 (R) and statsmodels' MixedLM.
+
+For each workload (a packaged data set and a formula), in one run:
+
+* lmm_sparse: wall time of ``lmm_sparse.lmer(formula, data, reml=...)``, set-up included
+  (model frame, design, cross-products, kernel choice, optimization, convergence checks,
+  result), the median of the repeats;
+* lme4: one ``Rscript`` process per workload reads the same data from a temporary CSV,
+  converts the same columns to factors, fits a small warm-up model (lme4's sleepstudy),
+  then times only the ``lmer()`` call with ``proc.time()`` (elapsed), the same number of
+  repeats; R's start-up, package loading and CSV reading are not timed;
+* statsmodels' MixedLM, where the model can be written for it: wall time of
+  ``smf.mixedlm(...)`` plus ``.fit(reml=True)``, the same repeats.
+
+The criteria are the REML criterion (REML fits) or the ML deviance (ML fits), as lme4's
+``REMLcrit()`` and ``deviance()``. For statsmodels, -2 llf is shown only after checking
+that its REML log-likelihood uses the same constant as lme4's criterion: statsmodels'
+``loglike`` is evaluated at lmm_sparse's estimates and must equal -objective / 2.
+
+Times are wall-clock seconds on a machine that may be shared; compare the ratios measured
+in the same run, not absolute seconds across runs.
+
+Usage (from the repository root)::
+
+    .venv/bin/python -m benchmarks.compare          # all workloads, writes docs/comparison.md
+    .venv/bin/python -m benchmarks.compare --repeats 5 --big-repeats 1
+    .venv/bin/python -m benchmarks.compare sleepstudy Penicillin --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy
+from threadpoolctl import threadpool_info
+
+import lmm_sparse
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "docs" / "comparison.md"
+# A difference of criteria above this is reported as an anomaly.
+CRIT_TOL = 1e-3
+# statsmodels' -2 loglike at lmm_sparse's estimates must match lmm_sparse's criterion to
+# this relative tolerance for the two criteria to count as the same quantity.
+CONSTANT_RTOL = 1e-7
+
+
+@dataclass(frozen=True)
+class StatsmodelsSpec:
+    """How the workload is written for statsmodels' MixedLM (all groups in one column)."""
+
+    formula: str  # fixed part
+    groups: str | None  # grouping column; None: one group holding every row
+    re_formula: str | None = None
+    vc_formula: dict[str, str] | None = None
+    re_term: str | None = None  # lmm_sparse term whose covariance is statsmodels' cov_re
+
+
+@dataclass(frozen=True)
+class Workload:
+    label: str
+    dataset: str
+    formula: str  # lme4 syntax, used verbatim by lmm_sparse and by R
+    reml: bool
+    factors: tuple[str, ...]  # columns made factors: str in Python, factor() in R
+    big: bool = False
+    statsmodels: StatsmodelsSpec | None = None
+    statsmodels_skip: str = ""  # why statsmodels is not attempted ({n} is filled in)
+
+
+WORKLOADS = [
+    Workload(
+        "dietox", "dietox", "Weight ~ Time + (1 | Pig)", True, ("Pig",),
+        statsmodels=StatsmodelsSpec("Weight ~ Time", groups="Pig", re_term="Pig"),
+    ),
+    Workload(
+        "sleepstudy", "sleepstudy", "Reaction ~ Days + (Days | Subject)", True, ("Subject",),
+        statsmodels=StatsmodelsSpec(
+            "Reaction ~ Days", groups="Subject", re_formula="~Days", re_term="Subject"
+        ),
+    ),
+    Workload(
+        "Penicillin", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", True,
+        ("plate", "sample"),
+        statsmodels=StatsmodelsSpec(
+            "diameter ~ 1", groups=None, re_formula="0",
+            vc_formula={"plate": "0 + C(plate)", "sample": "0 + C(sample)"},
+        ),
+    ),
+    Workload(
+        "InstEval", "InstEval", "y ~ service + (1 | s) + (1 | d) + (1 | dept:service)", False,
+        ("s", "d", "dept", "service"), big=True,
+        statsmodels_skip="not attempted: crossed factors would be one group of n={n} rows",
+    ),
+    Workload(
+        "kb07 maximal", "kb07",
+        "rt_trunc ~ 1 + spkr * prec * load + (1 + spkr + prec + load | subj)"
+        " + (1 + spkr + prec + load | item)",
+        False, ("subj", "item", "spkr", "prec", "load"), big=True,
+        statsmodels_skip="not attempted: crossed factors would be one group of n={n} rows "
+        "(and correlated slopes of crossed factors are not variance components)",
+    ),
+]
+
+
+@dataclass
+class Row:
+    workload: Workload
+    n: int = 0
+    repeats: int = 0
+    ours_seconds: list[float] = field(default_factory=list)
+    ours_crit: float = float("nan")
+    ours_notes: list[str] = field(default_factory=list)
+    lme4_seconds: list[float] = field(default_factory=list)
+    lme4_crit: float | None = None
+    lme4_notes: list[str] = field(default_factory=list)
+    lme4_error: str = ""
+    sm_seconds: list[float] = field(default_factory=list)
+    sm_crit: float | None = None
+    sm_constant_gap: float | None = None  # statsmodels -2 loglike - ours, same estimates
+    sm_notes: list[str] = field(default_factory=list)
+    sm_status: str = ""  # shown instead of numbers when statsmodels is not run / failed
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(w: Workload):
+    df = lmm_sparse.datasets.load(w.dataset)
+    for col in w.factors:
+        df[col] = df[col].astype(str)
+    return df
+
+
+def first_sentence(message: str) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line.split(". ")[0]
+
+
+def relative_covariances(res) -> dict[str, np.ndarray]:
+    """lmm_sparse's relative covariance T T' per grouping term (Var(b) / sigma^2)."""
+    out = {}
+    for i, term in enumerate(res.model.re.terms):
+        T = res.model.re.template(res.theta, i)
+        out[term.group] = T @ T.T
+    return out
+
+
+# --------------------------------------------------------------------------- lmm_sparse
+
+
+def time_lmm_sparse(w: Workload, df, repeats: int, row: Row):
+    res = None
+    messages: set[str] = set()
+    for _ in range(repeats):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            res = lmm_sparse.lmer(w.formula, df, reml=w.reml)
+            row.ours_seconds.append(time.perf_counter() - start)
+        messages.update(first_sentence(str(c.message)) for c in caught)
+    row.n = res.nobs
+    row.ours_crit = res.objective
+    row.ours_notes.append(
+        f"{res.optinfo.feval} evaluations ({res.optinfo.method}), "
+        f"kernel {res.model.workspace.describe()}"
+    )
+    if res.is_singular:
+        row.ours_notes.append("singular fit")
+    row.ours_notes.extend(sorted(messages))
+    return res
+
+
+# --------------------------------------------------------------------------- lme4
+
+R_INFO = r"""
+suppressPackageStartupMessages(library(lme4))
+cat("R_VERSION", R.version.string, "\n")
+cat("LME4_VERSION", packageDescription("lme4")$Version, "\n")
+cat("MATRIX_VERSION", packageDescription("Matrix")$Version, "\n")
+cat("R_BLAS", extSoftVersion()[["BLAS"]], "\n")
+cat("R_LAPACK", La_library(), "\n")
+"""
+
+R_FIT = r"""
+suppressPackageStartupMessages(library(lme4))
+# warm-up: the first lmer() call of a session also loads and compiles code
+invisible(suppressMessages(lmer(Reaction ~ Days + (Days | Subject), sleepstudy)))
+factors <- {factors}
+classes <- setNames(rep("character", length(factors)), factors)
+d <- read.csv({csv}, colClasses = classes)
+for (v in factors) d[[v]] <- factor(d[[v]])
+f <- as.formula({formula})
+times <- numeric({repeats})
+for (i in seq_len({repeats})) {{
+  t0 <- proc.time()[["elapsed"]]
+  m <- lmer(f, data = d, REML = {reml})
+  times[i] <- proc.time()[["elapsed"]] - t0
+}}
+cat("LME4_SECONDS", sprintf("%.6f", times), "\n")
+cat("LME4_NOBS", nobs(m), "\n")
+crit <- if ({reml}) REMLcrit(m) else deviance(m)
+cat("LME4_CRITERION", sprintf("%.10f", crit), "\n")
+if (isSingular(m)) cat("LME4_NOTE singular fit\n")
+for (msg in m@optinfo$conv$lme4$messages) cat("LME4_NOTE", msg, "\n")
+for (msg in m@optinfo$warnings) cat("LME4_NOTE", msg, "\n")
+cat("LME4_NOTE", paste0(m@optinfo$feval, " evaluations (", m@optinfo$optimizer, ")\n"))
+"""
+
+
+def r_string(text: str) -> str:
+    return json.dumps(text)  # a valid R string literal for plain text
+
+
+def run_rscript(code: str, timeout: float) -> tuple[int, str, str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as fh:
+        fh.write(code)
+        path = fh.name
+    try:
+        proc = subprocess.run(
+            ["Rscript", "--vanilla", path], capture_output=True, text=True, timeout=timeout
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+    finally:
+        os.unlink(path)
+
+
+def r_error(stderr: str, code: int) -> str:
+    """The first line of R's error message (or the exit code)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    return (errors or lines or [f"exit status {code}"])[0]
+
+
+def r_info() -> tuple[dict[str, str], str]:
+    """Versions of R and lme4 (empty dict and the reason if they cannot be used)."""
+    if shutil.which("Rscript") is None:
+        return {}, "Rscript not found"
+    try:
+        code, out, err = run_rscript(R_INFO, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {}, f"Rscript failed: {exc}"
+    if code != 0:
+        return {}, f"lme4 not usable in R: {r_error(err, code)}"
+    info = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        info[key] = value.strip()
+    return info, ""
+
+
+def time_lme4(w: Workload, df, repeats: int, row: Row, tmpdir: str) -> None:
+    csv = os.path.join(tmpdir, f"{w.dataset}.csv")
+    df.to_csv(csv, index=False)
+    code = R_FIT.format(
+        factors="c(" + ", ".join(r_string(c) for c in w.factors) + ")",
+        csv=r_string(csv),
+        formula=r_string(w.formula),
+        repeats=repeats,
+        reml="TRUE" if w.reml else "FALSE",
+    )
+    try:
+        rc, out, err = run_rscript(code, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        row.lme4_error = f"Rscript failed: {exc}"
+        return
+    if rc != 0:
+        row.lme4_error = f"R error: {r_error(err, rc)}"
+        return
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "LME4_SECONDS":
+            row.lme4_seconds = [float(v) for v in value.split()]
+        elif key == "LME4_CRITERION":
+            row.lme4_crit = float(value)
+        elif key == "LME4_NOBS" and int(value) != row.n:
+            row.lme4_notes.append(f"lme4 used {value} rows, lmm_sparse {row.n}")
+        elif key == "LME4_NOTE":
+            row.lme4_notes.append(" ".join(value.split()))
+
+
+# --------------------------------------------------------------------------- statsmodels
+
+
+def time_statsmodels(w: Workload, df, repeats: int, row: Row, ours) -> None:
+    if w.statsmodels is None:
+        row.sm_status = w.statsmodels_skip.format(n=f"{row.n:,}")
+        return
+    try:
+        import statsmodels.formula.api as smf
+        from statsmodels.regression.mixed_linear_model import MixedLMParams
+    except ImportError:
+        row.sm_status = "n/a: statsmodels not installed (pip install -e '.[bench]')"
+        return
+    spec = w.statsmodels
+    groups = np.ones(len(df)) if spec.groups is None else df[spec.groups]
+    messages: set[str] = set()
+    model = result = None
+    for _ in range(repeats):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            model = smf.mixedlm(
+                spec.formula, df, groups=groups, re_formula=spec.re_formula,
+                vc_formula=spec.vc_formula,
+            )
+            result = model.fit(reml=True)
+            row.sm_seconds.append(time.perf_counter() - start)
+        messages.update(first_sentence(str(c.message)) for c in caught)
+    if not result.converged:
+        row.sm_notes.append("statsmodels reports no convergence")
+    row.sm_notes.extend(sorted(messages))
+
+    # Is statsmodels' llf the same quantity as lme4's REML criterion? Evaluate statsmodels'
+    # REML log-likelihood at lmm_sparse's estimates (covariances relative to sigma^2).
+    rel = relative_covariances(ours)
+    k_re = model.k_re
+    cov_re = rel[spec.re_term] if spec.re_term else np.zeros((k_re, k_re))
+    vcomp = np.array([rel[name][0, 0] for name in model.exog_vc.names]) if model.k_vc else None
+    params = MixedLMParams.from_components(
+        fe_params=ours.fixef.to_numpy(), cov_re=cov_re, vcomp=vcomp
+    )
+    gap = -2 * model.loglike(params, profile_fe=False) - ours.objective
+    row.sm_constant_gap = gap
+    if abs(gap) <= CONSTANT_RTOL * max(1.0, abs(ours.objective)):
+        row.sm_crit = -2 * result.llf
+    else:
+        row.sm_status = (
+            f"-2 llf not comparable: at lmm_sparse's estimates it differs from the REML "
+            f"criterion by {gap:+.4g}"
+        )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def fmt_s(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
+
+
+def fmt_diff(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return "0" if x == 0 else f"{x:+.1e}"
+
+
+def machine_info(r_versions: dict[str, str], r_problem: str) -> list[str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    logical = os.cpu_count()
+    physical = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+    except ImportError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
+    try:
+        import statsmodels
+
+        sm_version = statsmodels.__version__
+    except ImportError:
+        sm_version = "not installed"
+    lines = [
+        f"- CPU: {cpu}; {logical} logical cores"
+        + (f" ({physical} physical)" if physical else "")
+        + f", {usable} usable by this process; {platform.system()} {platform.machine()}",
+        "- Python BLAS (threadpoolctl.threadpool_info()):",
+    ]
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        lines.append(
+            f"  - {lib.get('internal_api')} {lib.get('version')}"
+            f" ({lib.get('threading_layer')}, {lib.get('architecture')}),"
+            f" {lib.get('num_threads')} threads: `{Path(lib.get('filepath', '')).name}`"
+        )
+    lines.append(
+        f"- Python {platform.python_version()}, lmm_sparse {lmm_sparse.__version__}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, statsmodels {sm_version}"
+    )
+    if r_versions:
+        lines.append(
+            f"- {r_versions.get('R_VERSION', 'R ?')}, lme4 {r_versions.get('LME4_VERSION', '?')}"
+            f" (Matrix {r_versions.get('MATRIX_VERSION', '?')}); R's BLAS "
+            f"`{r_versions.get('R_BLAS', '?')}`, LAPACK `{r_versions.get('R_LAPACK', '?')}`"
+        )
+    else:
+        lines.append(f"- R / lme4: n/a ({r_problem})")
+    return lines
+
+
+def render(rows: list[Row], info: list[str], command: str, started: datetime.datetime,
+           loads: tuple[tuple[float, ...], tuple[float, ...]], r_problem: str) -> str:
+    out = [
+        "# lmm_sparse, lme4 and statsmodels side by side",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Run on {started.strftime('%Y-%m-%d %H:%M')} (local time). "
+        "Seconds are wall-clock medians over the repeats in the `reps` column; the machine "
+        "may be shared, so compare the ratios (measured in the same run), not absolute "
+        "times between runs. Ratios above 1 mean slower than lme4.",
+        "",
+        "| workload | n | criterion | reps | lmm_sparse s | lme4 s | lmm_sparse / lme4 "
+        "| lme4 criterion | lmm_sparse - lme4 | statsmodels s | statsmodels / lme4 "
+        "| statsmodels -2 llf - lme4 |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        w = r.workload
+        ours, lme4, sm = median(r.ours_seconds), median(r.lme4_seconds), median(r.sm_seconds)
+        crit_name = "REML" if w.reml else "ML deviance"
+        lme4_crit = "n/a" if r.lme4_crit is None else f"{r.lme4_crit:.4f}"
+        ours_diff = None if r.lme4_crit is None else r.ours_crit - r.lme4_crit
+        if r.sm_seconds:
+            sm_cells = [fmt_s(sm), fmt_ratio(sm, lme4)]
+            if r.sm_crit is None:
+                sm_cells.append("not comparable (see notes)")
+            elif r.lme4_crit is None:
+                sm_cells.append(f"n/a (-2 llf = {r.sm_crit:.4f})")
+            else:
+                sm_cells.append(fmt_diff(r.sm_crit - r.lme4_crit))
+        else:
+            sm_cells = [r.sm_status, "", ""]
+        out.append(
+            f"| {w.label} | {r.n:,} | {crit_name} | {r.repeats} | {fmt_s(ours)} "
+            f"| {fmt_s(lme4)} | {fmt_ratio(ours, lme4)} | {lme4_crit} | {fmt_diff(ours_diff)} "
+            f"| {' | '.join(sm_cells)} |"
+        )
+    out += ["", "Formulas:", ""]
+    for r in rows:
+        w = r.workload
+        line = f"- {w.label}: `{w.formula}`, {'REML' if w.reml else 'ML'}"
+        if w.statsmodels:
+            s = w.statsmodels
+            parts = [f"`mixedlm({s.formula!r}"]
+            parts.append("groups=np.ones(n)" if s.groups is None else f"groups={s.groups}")
+            if s.re_formula is not None:
+                parts.append(f"re_formula={s.re_formula!r}")
+            if s.vc_formula is not None:
+                parts.append(f"vc_formula={s.vc_formula!r}")
+            line += "; statsmodels " + ", ".join(parts) + ").fit(reml=True)`"
+        out.append(line)
+
+    anomalies = []
+    for r in rows:
+        if r.lme4_crit is not None and abs(r.ours_crit - r.lme4_crit) > CRIT_TOL:
+            better = "lower (better)" if r.ours_crit < r.lme4_crit else "higher (worse)"
+            anomalies.append(
+                f"- {r.workload.label}: lmm_sparse's criterion is {better} than lme4's by "
+                f"{abs(r.ours_crit - r.lme4_crit):.4g}"
+            )
+        if r.sm_crit is not None and r.lme4_crit is not None \
+                and abs(r.sm_crit - r.lme4_crit) > CRIT_TOL:
+            anomalies.append(
+                f"- {r.workload.label}: statsmodels' -2 llf differs from lme4's criterion by "
+                f"{r.sm_crit - r.lme4_crit:+.4g}"
+            )
+    out += ["", f"Criterion differences above {CRIT_TOL:g}:", ""]
+    out += anomalies or ["- none"]
+
+    out += ["", "Notes per workload (warnings, singular fits, evaluations, kernel):", ""]
+    for r in rows:
+        notes = [f"lmm_sparse: {'; '.join(r.ours_notes)}"]
+        if r.lme4_error:
+            notes.append(f"lme4: n/a ({r.lme4_error})")
+        elif r.lme4_notes:
+            notes.append(f"lme4: {'; '.join(r.lme4_notes)}")
+        if r.sm_seconds:
+            sm = "; ".join(r.sm_notes) or "no warnings"
+            if r.sm_constant_gap is not None:
+                sm += (f"; its REML log-likelihood at lmm_sparse's estimates gives "
+                       f"-2 loglike - lmm_sparse criterion = {r.sm_constant_gap:+.1e}")
+            if r.sm_crit is None and r.sm_status:
+                sm += f"; {r.sm_status}"
+            notes.append(f"statsmodels: {sm}")
+        times = [
+            f"{name} {'/'.join(f'{t:.3g}' for t in values)}"
+            for name, values in (("lmm_sparse", r.ours_seconds), ("lme4", r.lme4_seconds),
+                                 ("statsmodels", r.sm_seconds)) if values
+        ]
+        notes.append("seconds per repeat: " + ", ".join(times))
+        out.append(f"- {r.workload.label}: " + " | ".join(notes))
+        if r.workload.big and r.repeats == 1:
+            out.append("  (one repeat: a large workload; use `--big-repeats` for more)")
+    if r_problem:
+        out += ["", f"lme4 columns are n/a: {r_problem}."]
+
+    out += [
+        "",
+        "What is timed:",
+        "",
+        "- lmm_sparse: `lmm_sparse.lmer(formula, data, reml=...)`, set-up included "
+        "(model frame, design matrices, cross-products, kernel choice, optimization, "
+        "convergence checks, result); loading the data set and converting the factor "
+        "columns to `str` are not timed. One warm-up fit (sleepstudy) precedes all timings.",
+        "- lme4: only the `lmer()` call, by `proc.time()` (elapsed) around it, in one "
+        "`Rscript` process per workload, after a warm-up fit of lme4's sleepstudy; R's "
+        "start-up, `library(lme4)`, reading the CSV and `factor()` are not timed. lme4's "
+        "default optimizer and settings.",
+        "- statsmodels: `smf.mixedlm(...)` plus `.fit(reml=True)` with its default "
+        "optimizers. Its -2 llf is shown only after checking that statsmodels' REML "
+        "log-likelihood, evaluated at lmm_sparse's estimates, equals -1/2 times "
+        "lmm_sparse's REML criterion (same constants); the gap is in the notes.",
+        "- Fits run one after another (lmm_sparse, lme4, statsmodels per workload), never "
+        "concurrently.",
+        "",
+        f"Load average (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in loads[0])};"
+        f" at the end: {', '.join(f'{x:.2f}' for x in loads[1])}.",
+        "",
+        "Machine and versions:",
+        "",
+        *info,
+        "",
+        "This is a small side-by-side check on a few packaged data sets. The full benchmark "
+        "suite (large designs, memory use, scaling with n and with the number of levels) is "
+        "a separate piece of work.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    labels = [w.label for w in WORKLOADS]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workloads", nargs="*", help=f"labels to run (default: all of {labels})")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fits per tool and workload (default 3)")
+    parser.add_argument("--big-repeats", type=int, default=3,
+                        help="fits per tool for InstEval and kb07 maximal (default 3)")
+    parser.add_argument("--output", type=Path, default=OUTPUT,
+                        help=f"markdown file to write (default {OUTPUT.relative_to(REPO)})")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    unknown = set(args.workloads) - set(labels)
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if args.repeats < 1 or args.big_repeats < 1:
+        parser.error("repeats must be at least 1")
+    selected = [w for w in WORKLOADS if not args.workloads or w.label in args.workloads]
+
+    command = " ".join([".venv/bin/python -m benchmarks.compare", *sys.argv[1:]])
+    started = datetime.datetime.now()
+    load_start = os.getloadavg()
+    r_versions, r_problem = r_info()
+    if r_problem:
+        print(f"lme4 is not available ({r_problem}): its columns will be n/a", file=sys.stderr)
+
+    # warm-up: imports and first-call costs stay out of the timings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)",
+                        lmm_sparse.datasets.load("sleepstudy"))
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lmm_compare_") as tmpdir:
+        for w in selected:
+            repeats = args.big_repeats if w.big else args.repeats
+            row = Row(w, repeats=repeats)
+            print(f"{w.label}: lmm_sparse x{repeats}", file=sys.stderr, flush=True)
+            df = load_data(w)
+            ours = time_lmm_sparse(w, df, repeats, row)
+            if r_problem:
+                row.lme4_error = r_problem
+            else:
+                print(f"{w.label}: lme4 x{repeats}", file=sys.stderr, flush=True)
+                time_lme4(w, df, repeats, row, tmpdir)
+            if w.statsmodels is not None:
+                print(f"{w.label}: statsmodels x{repeats}", file=sys.stderr, flush=True)
+            time_statsmodels(w, df, repeats, row, ours)
+            rows.append(row)
+
+    text = render(rows, machine_info(r_versions, r_problem), command, started,
+                  (load_start, os.getloadavg()), r_problem)
+    print(text, end="")
+    if not args.no_write:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"written to {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
