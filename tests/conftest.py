@@ -165,34 +165,50 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _level_sort_key(labels: pd.Index):
-    """R's factor() order of level labels: numbers numerically, text by code point.
+def _split_label(label, nparts: int) -> list[str]:
+    """A level label split into its factors' labels (``a:b`` for two factors).
 
-    Interaction labels ``a:b`` are ordered by their first part, then the next (R's
-    ``a:b`` for factors varies the first factor slowest). The locale of the reference
-    runs is C.UTF-8, so text is ordered by code point, as Python's sort.
+    A single factor's labels are never split: they may contain ':' themselves (d3's g).
     """
-    split = [str(label).split(":") for label in labels]
-    width = max(len(parts) for parts in split)
-    numeric = []
-    for j in range(width):
-        column = [parts[j] for parts in split if len(parts) > j]
-        try:
-            [float(v) for v in column]
-            numeric.append(True)
-        except ValueError:
-            numeric.append(False)
+    text = str(label)
+    if nparts <= 1:
+        return [text]
+    parts = text.split(":")
+    return parts if len(parts) == nparts else [text]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def first_level(labels: pd.Index, nfactors: int = 1) -> object:
+    """The level R's factor() would put first, among ``labels``.
+
+    Numbers sort numerically, text as R's ICU collation does (case-insensitively first).
+    Interaction labels ``a:b`` of ``nfactors`` factors are
+    ordered by their first part, then the next (R's ``a:b`` of factors varies the first
+    factor slowest).
+    """
+    split = {label: _split_label(label, nfactors) for label in labels}
+    width = max(len(parts) for parts in split.values())
+    numeric = [
+        all(_is_number(parts[j]) for parts in split.values() if len(parts) > j)
+        for j in range(width)
+    ]
 
     def key(label):
-        parts = str(label).split(":")
-        return tuple((float(p),) if numeric[j] else (math.inf, p) for j, p in enumerate(parts))
+        # R (built with ICU) collates text case-insensitively first, lower case first on
+        # ties, even under C.UTF-8: factor(c("bris01", "STIR1")) puts "bris01" first.
+        return tuple(
+            (0, float(p), "", "") if numeric[j] else (1, 0.0, p.casefold(), p.swapcase())
+            for j, p in enumerate(split[label])
+        )
 
-    return key
-
-
-def first_level(labels: pd.Index) -> str:
-    """The level R's factor() would put first."""
-    return min(labels, key=_level_sort_key(labels))
+    return min(labels, key=key)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -354,7 +370,7 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
         if frame is None:
             check(False, f"ranef has no factor {grp} (have {list(res.ranef)})")
             continue
-        level = first_level(frame.index)
+        level = first_level(frame.index, nfactors=len(str(grp).split(":")))
         columns = {r_name(c): c for c in frame.columns}
         for coef, value_ref in modes.items():
             col = columns.get(r_name(coef))
@@ -372,5 +388,6 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
 
     if errors:
         raise AssertionError(
-            where + f"{len(errors)} mismatch(es) with lme4{better}:\n  " + "\n  ".join(errors)
+            where + f"{len(errors)} mismatch(es) with lme4{better}; criterion {res.objective:.6f} "
+            f"vs lme4 {ref['objective']:.6f}:\n  " + "\n  ".join(errors)
         )

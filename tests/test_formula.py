@@ -161,10 +161,12 @@ def test_not_a_string():
 def small_data():
     rng = np.random.default_rng(1)
     n = 60
+    x = rng.normal(size=n)
+    effect = np.repeat(rng.normal(0, 2, 6), 10)  # a real group effect: no singular fit
     return pd.DataFrame(
         {
-            "y": rng.normal(size=n),
-            "x": rng.normal(size=n),
+            "y": 1 + 0.5 * x + effect + rng.normal(size=n),
+            "x": x,
             "g": np.repeat([f"g{i}" for i in range(6)], 10),
         }
     )

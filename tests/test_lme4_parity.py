@@ -17,6 +17,7 @@ import warnings
 import pandas as pd
 import pytest
 from conftest import (
+    REFERENCE_DIR,
     case_data,
     case_formula,
     compare_to_lme4,
@@ -35,6 +36,20 @@ SUITES = [
     ("cases_large.csv", "lme4_large.json", True),
 ]
 
+# Further lme4 fits of the large cases; the comparison uses the one with the lowest
+# criterion (all are lme4's own answers for the same model and data):
+# * lme4_large_refined.json (lme4_reference_refined.R): lme4 refitted until it cannot
+#   improve (bobyqa, rhoend 1e-10, from lme4's start and from its default fit);
+# * lme4_large_from_ours.json (lme4_reference.R --starts=lmm_sparse_theta_large.json):
+#   lme4 started from lmm_sparse's optimum. lme4's default fit stops far above the optimum
+#   on eeg_n400_slopes (by 333) and mrk17_maximal (by 104); started there it stays, with
+#   its own deviance function confirming the lower criterion.
+REFINED = {"lme4_large.json": ["lme4_large_refined.json", "lme4_large_from_ours.json"]}
+REFINED = {
+    ref: [name for name in names if (REFERENCE_DIR / name).is_file()]
+    for ref, names in REFINED.items()
+}
+
 
 def _params():
     params = []
@@ -43,6 +58,16 @@ def _params():
             marks = [pytest.mark.slow] if slow else []
             params.append(pytest.param(case, ref_file, id=case["id"], marks=marks))
     return params
+
+
+def best_reference(case_id: str, ref_file: str) -> dict:
+    """lme4's result for the case: among lme4's fits, the one with the lowest criterion."""
+    best = load_reference(ref_file)[case_id]
+    for name in REFINED.get(ref_file, []):
+        other = load_reference(name).get(case_id)
+        if other is not None and other["objective"] < best["objective"]:
+            best = other
+    return best
 
 
 def _fit(case: dict, **kwargs):
@@ -55,10 +80,24 @@ def _fit(case: dict, **kwargs):
 
 @pytest.mark.parametrize(("case", "ref_file"), _params())
 def test_matches_lme4(case, ref_file):
-    ref = load_reference(ref_file)[case["id"]]
-    assert ref["formula"] == case["formula"], "cases file and reference disagree"
+    default = load_reference(ref_file)[case["id"]]
+    assert default["formula"] == case["formula"], "cases file and reference disagree"
+    ref = best_reference(case["id"], ref_file)
+    assert ref["formula"] == case["formula"]
     res = _fit(case)
     compare_to_lme4(res, ref, label=case["id"])
+
+
+def test_refined_references_are_lme4_fits_of_the_same_cases():
+    for ref_file, refined_files in REFINED.items():
+        default = load_reference(ref_file)
+        for refined_file in refined_files:
+            for case_id, refined in load_reference(refined_file).items():
+                ref = default[case_id]
+                for key in ("formula", "reml", "nobs", "ngrps", "data"):
+                    assert refined[key] == ref[key], (refined_file, case_id, key)
+                # lme4 refitted from a better start cannot end worse than its default fit
+                assert refined["objective"] <= ref["objective"] + 1e-9, (refined_file, case_id)
 
 
 def test_every_case_has_a_reference():
@@ -147,10 +186,13 @@ def test_name_mapping():
 
 def test_first_level_follows_r_factor_order():
     assert first_level(pd.Index(["10", "9", "308"])) == "9"  # numbers sort numerically
-    assert first_level(pd.Index(["b", "B", "a"])) == "B"  # C locale: code points
-    assert first_level(pd.Index(["b:2", "a:10", "a:9"])) == "a:9"  # first factor slowest
-    assert first_level(pd.Index(["Marvellous:I", "Golden Rain:II", "Golden Rain:I"])) == (
+    assert first_level(pd.Index(["b", "B", "a"])) == "a"  # R's ICU collation ignores case
+    assert first_level(pd.Index(["STIR1", "bris01"])) == "bris01"
+    assert first_level(pd.Index(["b:2", "a:10", "a:9"]), 2) == "a:9"  # first factor slowest
+    assert first_level(pd.Index(["Marvellous:I", "Golden Rain:II", "Golden Rain:I"]), 2) == (
         "Golden Rain:I"
     )
+    # a single factor whose labels contain ':' is not split (d3's g): text order
+    assert first_level(pd.Index(["10001:2", "9999:1", "10001:10"])) == "10001:10"
     assert group_key("Subject.1") == group_key("Subject")
     assert group_key("Dog.Side") == group_key("Dog:Side")
