@@ -17,7 +17,6 @@ import warnings
 import pandas as pd
 import pytest
 from conftest import (
-    REFERENCE_DIR,
     case_data,
     case_formula,
     compare_to_lme4,
@@ -36,19 +35,13 @@ SUITES = [
     ("cases_large.csv", "lme4_large.json", True),
 ]
 
-# Further lme4 fits of the large cases; the comparison uses the one with the lowest
-# criterion (all are lme4's own answers for the same model and data):
-# * lme4_large_refined.json (lme4_reference_refined.R): lme4 refitted until it cannot
-#   improve (bobyqa, rhoend 1e-10, from lme4's start and from its default fit);
-# * lme4_large_from_ours.json (lme4_reference.R --starts=lmm_sparse_theta_large.json):
-#   lme4 started from lmm_sparse's optimum. lme4's default fit stops far above the optimum
-#   on eeg_n400_slopes (by 333) and mrk17_maximal (by 104); started there it stays, with
-#   its own deviance function confirming the lower criterion.
-REFINED = {"lme4_large.json": ["lme4_large_refined.json", "lme4_large_from_ours.json"]}
-REFINED = {
-    ref: [name for name in names if (REFERENCE_DIR / name).is_file()]
-    for ref, names in REFINED.items()
-}
+# A further lme4 fit of the large cases; the comparison uses the lme4 fit with the lowest
+# criterion (both are lme4's own answers for the same model and data):
+# lme4_large_from_ours.json (lme4_reference.R --starts=lmm_sparse_theta_large.json) is
+# lme4 started from lmm_sparse's optimum. lme4's default fit stops far above the optimum
+# on eeg_n400_slopes (by 333) and mrk17_maximal (by 104); started there it stays, with
+# its own deviance function confirming the lower criterion.
+REFINED = {"lme4_large.json": ["lme4_large_from_ours.json"]}
 
 
 def _params():
