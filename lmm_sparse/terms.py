@@ -94,10 +94,6 @@ class ReStructure:
                 out.append(np.arange(first, first + k - j))
         return out
 
-    def diagonal_mask(self) -> np.ndarray:
-        """True for the elements of theta that sit on a template diagonal."""
-        return self.lower == 0
-
 
 def make_re_structure(raw_terms: list[RawTerm]) -> ReStructure:
     """Order the terms as lme4 does and lay out Z's columns and theta."""
