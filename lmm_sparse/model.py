@@ -75,14 +75,18 @@ class LinearMixedModel:
     def Z(self) -> sp.csc_matrix:
         return self.re.Z()
 
-    def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
-        return self.re.Lambda(np.asarray(theta, dtype=float))
-
-    def objective(self, theta: np.ndarray) -> float:
-        """REML criterion or ML deviance at theta (lme4's devfun)."""
+    def _theta(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
         if theta.shape != self.re.theta0.shape:
             raise ValueError(f"theta must have {self.re.ntheta} elements, got {theta.shape}")
+        return theta
+
+    def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
+        return self.re.Lambda(self._theta(theta))
+
+    def objective(self, theta: np.ndarray) -> float:
+        """REML criterion or ML deviance at theta (lme4's devfun)."""
+        theta = self._theta(theta)
         ev = self.workspace.evaluate(theta)
         return profiled_deviance(ev, self.cp.n, self.cp.p, self.reml)
 

@@ -231,3 +231,12 @@ def test_categorical_columns_are_not_modified():
     _fit_quietly("score ~ Machine + (1 | Worker)", data)
     pd.testing.assert_frame_equal(data, before)
     assert list(data["Machine"].cat.categories) == ["C", "B", "A"]
+
+
+def test_theta_of_the_wrong_shape_is_refused(sleep):
+    model = lmm_sparse.LinearMixedModel(SLEEP_FORMULA, sleep)
+    for bad in (np.array(1.0), np.ones(2)):
+        with pytest.raises(ValueError, match="theta must have 3 elements"):
+            model.Lambda(bad)
+        with pytest.raises(ValueError, match="theta must have 3 elements"):
+            model.objective(bad)
