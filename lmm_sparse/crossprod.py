@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from .terms import ReStructure
 
-__all__ = ["ZtZBlock", "CrossProducts", "make_cross_products", "block_values"]
+__all__ = ["ZtZBlock", "CrossProducts", "ZtZOperator", "make_cross_products", "block_values"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,38 @@ def block_values(block: ZtZBlock, templates: list[np.ndarray]) -> np.ndarray:
     CT = (block.C.reshape(n * ki, kj) @ Tj).reshape(n, ki, kj)  # C_n T_j
     # T_i' (C_n T_j) = ((C_n T_j)' T_i)'
     return (CT.transpose(0, 2, 1).reshape(n * kj, ki) @ Ti).reshape(n, kj, ki).transpose(0, 2, 1)
+
+
+class ZtZOperator:
+    """Multiplies Z'Z by a dense matrix through the stored blocks, O(nnz(Z'Z) m).
+
+    Built once per workspace: per block, the sparse 0/1 matrices that add the block
+    products into the rows of each level (a scatter-add that, unlike ``np.add.at``, is a
+    single sparse product).
+    """
+
+    def __init__(self, re: ReStructure, cp: CrossProducts) -> None:
+        self.re, self.cp = re, cp
+        self._sum_rows, self._sum_cols = [], []
+        for b in cp.blocks:
+            nb = len(b.rows)
+            ones = np.ones(nb)
+            self._sum_rows.append(
+                sp.csr_matrix((ones, (b.rows, np.arange(nb))), shape=(re.terms[b.i].nlevels, nb))
+            )
+            self._sum_cols.append(
+                sp.csr_matrix((ones, (b.cols, np.arange(nb))), shape=(re.terms[b.j].nlevels, nb))
+            )
+
+    def times(self, V: list[np.ndarray]) -> list[np.ndarray]:
+        """Z'Z V with V and the result given per term as (levels, k_i, m) arrays."""
+        out = [np.zeros_like(v) for v in V]
+        for b, sum_rows, sum_cols in zip(self.cp.blocks, self._sum_rows, self._sum_cols,
+                                         strict=True):
+            nb, ki, kj = b.C.shape
+            m = V[b.j].shape[2]
+            out[b.i] += (sum_rows @ (b.C @ V[b.j][b.cols]).reshape(nb, ki * m)).reshape(-1, ki, m)
+            if b.i != b.j:
+                CtV = b.C.transpose(0, 2, 1) @ V[b.i][b.rows]
+                out[b.j] += (sum_cols @ CtV.reshape(nb, kj * m)).reshape(-1, kj, m)
+        return out

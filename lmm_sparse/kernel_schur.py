@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
+import scipy.sparse as sp
 
 from .crossprod import CrossProducts, block_values
 from .errors import ModelSpecError
@@ -62,6 +63,12 @@ class SchurKernel:
         # consecutive values (dense blocks, sorted columns): record that level per run, so
         # that L21 = A21 L11^{-T} is computed run by run on A21's own pattern.
         self._run_level = self._A21.indices[:: self.k0] // self.k0
+        nruns = len(self._run_level)
+        # sums the per-run k0 x k0 products of each leading level (selected inverse)
+        self._run_sum = sp.csr_matrix(
+            (np.ones(nruns), (self._run_level, np.arange(nruns))), shape=(self.l0, nruns)
+        )
+        self._csr_rows = np.repeat(np.arange(self.q2), np.diff(self._A21.indptr))
         # L21 L21' as a dense BLAS product when L21 is fairly dense, else sparse.
         per_column = np.diff(self._A21.tocsc().indptr).astype(float)
         sparse_flops = float(np.sum(per_column**2))
@@ -71,6 +78,10 @@ class SchurKernel:
             dense_flops / 8 if self._dense_update else sparse_flops
         )
         self._L21 = self._A21.copy()
+        self._H = self._A21.copy()
+        # P21 = -P22 H is formed densely with the dense update, else in column chunks
+        self._col_order = np.argsort(self._A21.indices, kind="stable")
+        self._col_sorted = self._A21.indices[self._col_order]
 
     def _setup_rest(self) -> None:
         """Flat indices into the dense q2 x q2 matrix of the lower triangle of A22."""
@@ -79,6 +90,13 @@ class SchurKernel:
             a, b = block_entries(block, self.re)
             r, c = block_positions(block, self.re, a, b)
             self._rest_index.append(((r - self.q1) * self.q2 + (c - self.q1), a, b))
+        # every entry of each block (both triangles of diagonal ones), for the inverse
+        self._rest_full = []
+        for block in self._rest:
+            ki, kj = self.re.terms[block.i].k, self.re.terms[block.j].k
+            a, b = np.indices((ki, kj)).reshape(2, -1)
+            r, c = block_positions(block, self.re, a, b)
+            self._rest_full.append(((r - self.q1) * self.q2 + (c - self.q1)).reshape(-1, ki, kj))
 
     def factor(self, templates: list[np.ndarray]) -> None:
         A11 = block_values(self._diag0, templates)
@@ -152,6 +170,60 @@ class SchurKernel:
         u1 = (self._L11inv.transpose(0, 2, 1) @ r1).reshape(self.q1, m)
         U = np.concatenate([u1, u2], axis=0)
         return U[:, 0] if vector else U
+
+    supports_inverse_blocks = True
+
+    def inverse_blocks(self) -> list[np.ndarray]:
+        """(A + I)^{-1} on the stored blocks of Z'Z (a selected inverse), in ``cp.blocks`` order.
+
+        With ``H = A21 A11^{-1}`` (A21's pattern) and the Schur complement ``S = L22 L22'``:
+        ``P22 = S^{-1}``, ``P21 = -P22 H`` and ``P11 = A11^{-1} + H' P22 H = A11^{-1} - H' P21``.
+        Only P21's entries on A21's pattern and P11's diagonal blocks are formed. Cost:
+        O(q2^3) for P22 plus P22 H, one BLAS product (2 q2^2 q1) when the update is dense,
+        else O(nnz(A21) q2) sparse products in column chunks.
+        """
+        k0, l0 = self.k0, self.l0
+        A11inv = np.einsum("lba,lbc->lac", self._L11inv, self._L11inv)
+        out: dict[tuple[int, int], np.ndarray] = {(0, 0): A11inv}
+        if self.q2:
+            Pinv, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
+            if info != 0:
+                raise ModelSpecError("the Schur complement of the PLS system is singular")
+            P22 = Pinv + np.tril(Pinv, -1).T  # dpotri fills the lower triangle only
+            H = self._H
+            runs = np.einsum("rb,rba->ra", self._L21.data.reshape(-1, k0),
+                             self._L11inv[self._run_level])
+            H.data[:] = runs.ravel()
+            P21 = self._pattern_product(P22, H)
+            outer = np.einsum("ra,rb->rab", runs, P21.reshape(-1, k0))
+            out[0, 0] = A11inv - (self._run_sum @ outer.reshape(-1, k0 * k0)).reshape(l0, k0, k0)
+            entries = np.empty_like(P21)
+            entries[self._perm21] = P21
+            start = 0
+            for block in self._cross:
+                size = block.C.size
+                out[block.i, 0] = entries[start : start + size].reshape(block.C.shape)
+                start += size
+            flat = P22.reshape(-1)
+            for block, index in zip(self._rest, self._rest_full, strict=True):
+                out[block.i, block.j] = flat[index]
+        return [out[b.i, b.j] for b in self.cp.blocks]
+
+    def _pattern_product(self, P22: np.ndarray, H: sp.csr_matrix) -> np.ndarray:
+        """-(P22 H) on H's pattern, in CSR storage order."""
+        rows, cols = self._csr_rows, H.indices
+        if self._dense_update:
+            return -(P22 @ H.toarray())[rows, cols]
+        vals = np.empty(H.nnz)
+        Ht = H.T.tocsr()  # (P22 H)[a, b] = (H' P22)[b, a]: rows of H' in chunks
+        chunk = max(1, 2**22 // max(1, self.q2))
+        for c0 in range(0, self.q1, chunk):
+            c1 = min(self.q1, c0 + chunk)
+            lo, hi = np.searchsorted(self._col_sorted, [c0, c1])
+            idx = self._col_order[lo:hi]
+            R = Ht[c0:c1] @ P22
+            vals[idx] = -R[cols[idx] - c0, rows[idx]]
+        return vals
 
     def describe(self) -> str:
         return (

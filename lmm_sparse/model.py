@@ -90,9 +90,13 @@ class LinearMixedModel:
         ev = self.workspace.evaluate(theta)
         return profiled_deviance(ev, self.cp.n, self.cp.p, self.reml)
 
+    def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The criterion and its exact gradient in theta (kernels with a selected inverse)."""
+        return self.workspace.objective_and_gradient(self._theta(theta), self.reml)
+
     def fit(
         self,
-        optimizer: str = "cobyqa",
+        optimizer: str = "auto",
         start: np.ndarray | None = None,
         maxfev: int = 100_000,
         calc_derivs: bool = True,
@@ -102,14 +106,16 @@ class LinearMixedModel:
         if theta0.shape != self.re.theta0.shape:
             raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
         threads = self.workspace.blas_threads()
+        gradient = self.objective_and_gradient if self.workspace.has_gradient else None
         # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
         with threadpool_limits(limits=1, user_api="blas"):
             opt = optimize_with_restart(
                 self.objective, theta0, self.re.lower, self.re.template_columns(), optimizer,
-                maxfev, threads,
+                maxfev, threads, gradient,
             )
             opt = check_convergence(
-                with_blas_threads(self.objective, threads), opt, self.re.lower, calc_derivs
+                with_blas_threads(self.objective, threads), opt, self.re.lower, calc_derivs,
+                with_blas_threads(gradient, threads) if gradient else None,
             )
         for message in opt.messages:
             singular = message.startswith("boundary")
@@ -148,7 +154,7 @@ def lmer(
     data: pd.DataFrame,
     reml: bool = True,
     *,
-    optimizer: str = "cobyqa",
+    optimizer: str = "auto",
     kernel: str = "auto",
     start: np.ndarray | None = None,
     maxfev: int = 100_000,
@@ -162,8 +168,9 @@ def lmer(
     data: a pandas DataFrame; never modified. Rows with missing values in any variable
         the formula uses are dropped. Grouping columns are treated as factors.
     reml: REML (default, as lme4) or maximum likelihood.
-    optimizer: a bounded scipy.optimize method: "cobyqa" (default), "L-BFGS-B"
-        (finite-difference gradient), "Nelder-Mead" or "Powell".
+    optimizer: a bounded scipy.optimize method: "auto" (default: L-BFGS-B on the exact
+        gradient when the kernel gives one, else COBYQA), "L-BFGS-B" (exact gradient when
+        available, else central differences), "cobyqa", "Nelder-Mead" or "Powell".
     kernel: "auto" (time the candidates once and keep the faster), "cholmod" (CHOLMOD on
         the whole PLS system) or "schur" (leading block eliminated, dense Schur complement).
     start: start values for theta (lme4's order); default 1 on diagonals, 0 elsewhere.

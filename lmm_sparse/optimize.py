@@ -29,7 +29,7 @@ __all__ = [
     "OPTIMIZERS",
 ]
 
-OPTIMIZERS = ("cobyqa", "L-BFGS-B", "Nelder-Mead", "Powell")
+OPTIMIZERS = ("auto", "L-BFGS-B", "cobyqa", "Nelder-Mead", "Powell")
 SINGULAR_TOL = 1e-4  # lme4's isSingular() tolerance on theta's diagonal elements
 GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance (smallest / largest eigenvalue)
@@ -68,7 +68,9 @@ class OptSummary:
 
 def _options(method: str, maxfev: int) -> dict:
     if method == "L-BFGS-B":
-        return {"maxfun": maxfev, "ftol": 1e-12, "gtol": 1e-6, "maxls": 40}
+        # ftol: the criterion carries rounding noise of ~1e-12 relative (pwrss is a
+        # difference of large cross-products); a tighter ftol makes the line search chase it
+        return {"maxfun": maxfev, "ftol": 1e-10, "gtol": 1e-6, "maxls": 40}
     if method == "cobyqa":
         return {"maxfev": maxfev, "final_tr_radius": 1e-7}
     if method == "Nelder-Mead":
@@ -82,29 +84,44 @@ def default_blas_threads() -> int:
     return max(counts, default=1)
 
 
-def with_blas_threads(
-    objective: Callable[[np.ndarray], float], threads: int
-) -> Callable[[np.ndarray], float]:
-    """The objective evaluated with ``threads`` BLAS threads (unchanged for one)."""
+Objective = Callable[[np.ndarray], float]
+ObjectiveGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+def with_blas_threads(objective, threads: int):
+    """The function evaluated with ``threads`` BLAS threads (unchanged for one)."""
     if threads <= 1:
         return objective
 
-    def threaded(theta: np.ndarray) -> float:
+    def threaded(theta: np.ndarray):
         with threadpool_limits(limits=threads, user_api="blas"):
             return objective(theta)
 
     return threaded
 
 
+def resolve_method(method: str, has_gradient: bool) -> str:
+    """"auto": L-BFGS-B on the exact gradient when there is one, else COBYQA."""
+    if method not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {method!r}")
+    if method == "auto":
+        return "L-BFGS-B" if has_gradient else "cobyqa"
+    return method
+
+
 def optimize_theta(
-    objective: Callable[[np.ndarray], float],
+    objective: Objective,
     theta0: np.ndarray,
     lower: np.ndarray,
-    method: str = "cobyqa",
+    method: str = "auto",
     maxfev: int = 100_000,
     eval_threads: int = 1,
+    objective_gradient: ObjectiveGradient | None = None,
 ) -> OptSummary:
     """Minimize the profiled criterion over theta within lme4's bounds.
+
+    With ``objective_gradient`` (the criterion and its exact gradient), L-BFGS-B uses that
+    gradient; without it, L-BFGS-B uses central differences.
 
     Call it with the BLAS limited to one thread (``LinearMixedModel.fit`` does): the
     optimizer's own linear algebra works on matrices of the size of theta, where a
@@ -112,29 +129,33 @@ def optimize_theta(
     60 times slower with two OpenBLAS threads on a busy 2-core machine). Each evaluation
     of the criterion then runs with ``eval_threads``.
     """
-    if method not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {method!r}")
+    method = resolve_method(method, objective_gradient is not None)
+    exact = method == "L-BFGS-B" and objective_gradient is not None
     count = 0
+    threaded = with_blas_threads(objective_gradient if exact else objective, eval_threads)
 
-    threaded = with_blas_threads(objective, eval_threads)
-
-    def counted(theta: np.ndarray) -> float:
+    def counted(theta: np.ndarray):
         nonlocal count
         count += 1
-        value = threaded(theta)
-        return value if np.isfinite(value) else 1e300
+        if not exact:
+            value = threaded(theta)
+            return value if np.isfinite(value) else 1e300
+        value, grad = threaded(theta)
+        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            # an infeasible point: a huge value makes the line search step back
+            return 1e300, np.zeros_like(theta)
+        return value, grad
 
     bounds = scipy.optimize.Bounds(lower, np.full(len(lower), np.inf))
     start = time.perf_counter()
-    kwargs = {}
-    if method == "L-BFGS-B":
-        kwargs["jac"] = "3-point"  # central differences: accurate near flat optima
+    # exact: fun returns (value, gradient); else central differences, accurate near flat optima
+    jac = {"jac": True if exact else "3-point"} if method == "L-BFGS-B" else {}
     result = scipy.optimize.minimize(
-        counted, theta0, method=method, bounds=bounds, options=_options(method, maxfev), **kwargs
+        counted, theta0, method=method, bounds=bounds, options=_options(method, maxfev), **jac
     )
     theta = np.maximum(np.asarray(result.x, dtype=float), lower)
     return OptSummary(
-        method=method,
+        method=f"{method} (exact gradient)" if exact else method,
         theta0=np.asarray(theta0, dtype=float).copy(),
         theta=theta,
         fval=float(objective(theta)),
@@ -158,13 +179,14 @@ def restart_point(theta: np.ndarray, lower: np.ndarray, columns: list[np.ndarray
 
 
 def optimize_with_restart(
-    objective: Callable[[np.ndarray], float],
+    objective: Objective,
     theta0: np.ndarray,
     lower: np.ndarray,
     columns: list[np.ndarray],
-    method: str = "cobyqa",
+    method: str = "auto",
     maxfev: int = 100_000,
     eval_threads: int = 1,
+    objective_gradient: ObjectiveGradient | None = None,
 ) -> OptSummary:
     """Optimize; if the optimum is on the boundary, optimize again from inside it.
 
@@ -174,12 +196,14 @@ def optimize_with_restart(
     The second run starts with the collapsed template columns reset; the better of the
     two optima is kept and the evaluations of both are counted.
     """
-    first = optimize_theta(objective, theta0, lower, method, maxfev, eval_threads)
+    first = optimize_theta(
+        objective, theta0, lower, method, maxfev, eval_threads, objective_gradient
+    )
     if not is_singular_theta(first.theta, lower):
         return first
     second = optimize_theta(
         objective, restart_point(first.theta, lower, columns), lower, method, maxfev,
-        eval_threads,
+        eval_threads, objective_gradient,
     )
     best = second if second.fval < first.fval else first
     return replace(
@@ -190,7 +214,7 @@ def optimize_with_restart(
     )
 
 
-def _derivatives(objective: Callable[[np.ndarray], float], theta: np.ndarray, fval: float):
+def _derivatives(objective: Objective, theta: np.ndarray, fval: float):
     """Central-difference gradient and Hessian with lme4's deriv12 step.
 
     Steps may cross theta's lower bound: flipping the sign of a column of a template
@@ -212,25 +236,50 @@ def _derivatives(objective: Callable[[np.ndarray], float], theta: np.ndarray, fv
     return grad, hess
 
 
+def _derivatives_from_gradient(objective_gradient: ObjectiveGradient, theta: np.ndarray):
+    """The exact gradient and a Hessian by forward differences of it, symmetrized.
+
+    m + 1 gradient evaluations instead of the m (m + 1) / 2 + 2 m criterion evaluations of
+    :func:`_derivatives`; the O(h) error (h = 1e-4) is far below what the definiteness and
+    scaled-gradient checks can see.
+    """
+    m, h = len(theta), DERIV_STEP
+    _, grad = objective_gradient(theta)
+    hess = np.empty((m, m))
+    for i in range(m):
+        e = np.zeros(m)
+        e[i] = h
+        hess[:, i] = (objective_gradient(theta + e)[1] - grad) / h
+    return grad, (hess + hess.T) / 2
+
+
 def is_singular_theta(theta: np.ndarray, lower: np.ndarray, tol: float = SINGULAR_TOL) -> bool:
     """lme4's isSingular(): a template diagonal element within tol of zero."""
     return bool(np.any(theta[lower == 0] < tol))
 
 
 def check_convergence(
-    objective: Callable[[np.ndarray], float],
+    objective: Objective,
     opt: OptSummary,
     lower: np.ndarray,
     calc_derivs: bool = True,
+    objective_gradient: ObjectiveGradient | None = None,
 ) -> OptSummary:
-    """lme4's checkConv: singular fit, scaled gradient, Hessian definiteness."""
+    """lme4's checkConv: singular fit, scaled gradient, Hessian definiteness.
+
+    The derivatives are lme4's finite differences of the criterion, or, with
+    ``objective_gradient``, the exact gradient and differences of it.
+    """
     messages: list[str] = []
     if is_singular_theta(opt.theta, lower):
         messages.append("boundary (singular) fit: see is_singular")
         return _with(opt, messages, None, None)
     if not calc_derivs:
         return _with(opt, messages, None, None)
-    grad, hess = _derivatives(objective, opt.theta, opt.fval)
+    if objective_gradient is not None:
+        grad, hess = _derivatives_from_gradient(objective_gradient, opt.theta)
+    else:
+        grad, hess = _derivatives(objective, opt.theta, opt.fval)
     try:
         R = np.linalg.cholesky(hess).T  # hess = R'R, as R's chol()
         scaled = np.linalg.solve(R, grad)

@@ -36,7 +36,7 @@ def test_restart_point_resets_only_collapsed_columns():
 def test_restart_keeps_the_better_optimum(monkeypatch):
     calls = []
 
-    def fake(objective, theta0, lower, method, maxfev, eval_threads):
+    def fake(objective, theta0, lower, method, maxfev, eval_threads, objective_gradient):
         calls.append(np.array(theta0))
         boundary = len(calls) == 1
         theta = np.array([0.0]) if boundary else np.array([0.4])
@@ -54,7 +54,7 @@ def test_restart_keeps_the_better_optimum(monkeypatch):
 def test_no_restart_for_an_interior_optimum(monkeypatch):
     calls = []
 
-    def fake(objective, theta0, lower, method, maxfev, eval_threads):
+    def fake(objective, theta0, lower, method, maxfev, eval_threads, objective_gradient):
         calls.append(theta0)
         return optimize.OptSummary(method, theta0, np.array([0.5]), 1.0, 7, 0.1, "ok")
 

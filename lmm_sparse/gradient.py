@@ -1,0 +1,102 @@
+"""The exact gradient of the profiled criterion with respect to theta.
+
+Notation as in :mod:`lmm_sparse.pls`: ``G = Z'Z``, ``A = Lambda' G Lambda + I``,
+``P = A^{-1}``, ``B = Lambda' Z' [X y]`` and ``U = A^{-1} B``, so that the spherical modes
+are ``u = U_y - U_X beta`` and ``C_X = U_X``. For one element theta_k of term i's template,
+``dLambda_k`` has a one at (level, r), (level, c) for every level of the term; for any q x q
+matrix N write ``<dLambda_k, N> = sum over levels of N[(l, r), (l, c)]``. Then:
+
+* log det A: ``d ldL2 = 2 <dLambda_k, G Lambda P>`` (from ``tr(P dA)``), which needs P only
+  where G has blocks: the kernel's selected inverse;
+* pwrss (envelope theorem: beta and u are optimal): ``d pwrss = -2 <dLambda_k, w u'>``
+  with ``w = Z'(y - X beta - Z Lambda u)``;
+* REML's log det(R_X'R_X) = log det(X'X - B_X' A^{-1} B_X):
+  ``d ldRX2 = -2 <dLambda_k, D Y C_X'>`` with ``D = Z'(X - Z Lambda C_X)`` and
+  ``Y = (R_X'R_X)^{-1}``.
+
+``w`` and ``D`` are the columns of ``Z'[X y] - G Lambda U``: everything comes from the
+cross-products, so the cost does not grow with n. Cost beyond one evaluation: the
+kernel's selected inverse (see the kernel), one solve with p + 1 right-hand sides, and
+O(nnz(G) k (p + 1)) for ``G Lambda U``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .crossprod import CrossProducts, ZtZOperator
+from .terms import ReStructure
+
+__all__ = ["profiled_gradient", "template_gradient_to_theta"]
+
+
+def template_gradient_to_theta(N: list[np.ndarray]) -> np.ndarray:
+    """Derivatives with respect to template entries T_i[r, c] -> theta's layout.
+
+    theta fills each template's lower triangle column-major (T.T[triu] = theta_i).
+    """
+    return np.concatenate([Ni.T[np.triu_indices(Ni.shape[0])] for Ni in N])
+
+
+def _per_term(re: ReStructure, M: np.ndarray) -> list[np.ndarray]:
+    """A q x m matrix split into one (levels, k_i, m) array per term."""
+    bounds = [*re.offsets, re.q]
+    return [
+        M[bounds[i] : bounds[i + 1]].reshape(t.nlevels, t.k, M.shape[1])
+        for i, t in enumerate(re.terms)
+    ]
+
+
+def logdet_sums(
+    cp: CrossProducts, templates: list[np.ndarray], inverse_blocks: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Per term, the sum over levels of the diagonal blocks of ``G Lambda P``, k_i x k_i.
+
+    A stored block (i, j) holds ``G[(i, l), (j, m)] = C`` and ``P[(i, l), (j, m)] = P_b``;
+    it adds ``C T_j P_b'`` to term i and, off the diagonal, ``C' T_i P_b`` to term j.
+    """
+    out = [np.zeros((T.shape[0], T.shape[0])) for T in templates]
+    for block, Pb in zip(cp.blocks, inverse_blocks, strict=True):
+        CT = block.C @ templates[block.j]
+        out[block.i] += np.tensordot(CT, Pb, axes=([0, 2], [0, 2]))
+        if block.i != block.j:
+            CtT = block.C.transpose(0, 2, 1) @ templates[block.i]
+            out[block.j] += np.tensordot(CtT, Pb, axes=([0, 2], [0, 1]))
+    return out
+
+
+def profiled_gradient(
+    re: ReStructure,
+    cp: CrossProducts,
+    ztz: ZtZOperator,
+    templates: list[np.ndarray],
+    U: np.ndarray,
+    beta: np.ndarray,
+    RX: np.ndarray,
+    pwrss: float,
+    inverse_blocks: list[np.ndarray],
+    reml: bool,
+) -> np.ndarray:
+    """Gradient of the ML deviance or REML criterion at the theta of ``templates``.
+
+    ``U = A^{-1} Lambda' Z'[X y]`` (q x (p + 1)); beta, RX and pwrss from the evaluation.
+    """
+    p = cp.p
+    Ut = _per_term(re, U)
+    LU = [T @ Ui for T, Ui in zip(templates, Ut, strict=True)]  # Lambda U, per term
+    GLU = ztz.times(LU)
+    scale = (cp.n - p if reml else cp.n) / pwrss
+    Y = None
+    if reml and p:
+        RXinv = np.linalg.inv(RX)
+        Y = RXinv @ RXinv.T  # (R_X' R_X)^{-1}
+    N = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
+    for i, (ZtXy, GLUi, Ui) in enumerate(zip(cp.ZtXy, GLU, Ut, strict=True)):
+        E = ZtXy - GLUi  # Z'([X y] - Z Lambda U), (levels, k_i, p + 1)
+        w = E[:, :, p] - E[:, :, :p] @ beta
+        u = Ui[:, :, p] - Ui[:, :, :p] @ beta
+        N[i] -= 2.0 * scale * (w.T @ u)
+        if Y is not None:
+            N[i] -= 2.0 * np.einsum("lap,pq,lbq->ab", E[:, :, :p], Y, Ui[:, :, :p],
+                                    optimize=True)
+    return template_gradient_to_theta(N)
