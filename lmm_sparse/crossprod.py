@@ -46,8 +46,15 @@ class CrossProducts:
     n: number of observations.
     p: number of fixed-effects columns.
     blocks: the nonzero blocks of the lower triangle of Z'Z (diagonal terms first).
-    ZtXy: per term, Z_i'[X y] reshaped to (levels, k_i, p + 1).
-    XyXy: [X y]'[X y], (p + 1, p + 1).
+    ZtXy: per term, Z_i'[X y0] reshaped to (levels, k_i, p + 1).
+    XyXy: [X y0]'[X y0], (p + 1, p + 1).
+    beta0: the least-squares coefficients of y on X; ``y0 = y - X beta0``.
+
+    The response enters as its least-squares residual y0. The PLS solution is the same up
+    to ``beta = beta(y0) + beta0`` (adding X c to y only shifts beta by c), but pwrss is no
+    longer a small difference of large cross-products: without this the criterion carries
+    rounding noise of ~1e-12 relative, which a gradient-based optimizer's line search
+    chases (measured: 73 instead of 17 evaluations on lexdec).
     """
 
     n: int
@@ -55,6 +62,7 @@ class CrossProducts:
     blocks: tuple[ZtZBlock, ...]
     ZtXy: tuple[np.ndarray, ...]
     XyXy: np.ndarray
+    beta0: np.ndarray
 
 
 def _grouped_cross(codes: np.ndarray, nlev: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -76,8 +84,9 @@ def _pair_block(re: ReStructure, i: int, j: int) -> ZtZBlock | None:
 
 
 def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossProducts:
-    """All cross-products of the PLS system in one pass over the data, O(n)."""
-    Xy = np.column_stack([X, y])
+    """All cross-products of the PLS system in one pass over the data, O(n p^2)."""
+    beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    Xy = np.column_stack([X, y - X @ beta0])
     blocks = []
     for i, term in enumerate(re.terms):
         levels = np.arange(term.nlevels)
@@ -88,7 +97,7 @@ def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossP
             blocks.append(_pair_block(re, i, j))
     ZtXy = tuple(_grouped_cross(t.codes, t.nlevels, t.X, Xy) for t in re.terms)
     return CrossProducts(
-        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy
+        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0
     )
 
 

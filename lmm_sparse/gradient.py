@@ -79,7 +79,8 @@ def profiled_gradient(
 ) -> np.ndarray:
     """Gradient of the ML deviance or REML criterion at the theta of ``templates``.
 
-    ``U = A^{-1} Lambda' Z'[X y]`` (q x (p + 1)); beta, RX and pwrss from the evaluation.
+    ``U = A^{-1} Lambda' Z'[X y0]`` (q x (p + 1)); ``beta`` for y0 (the evaluation's beta
+    minus ``cp.beta0``), RX and pwrss from the evaluation.
     """
     p = cp.p
     Ut = _per_term(re, U)

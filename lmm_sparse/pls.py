@@ -3,8 +3,9 @@
 Notation (Bates, Maechler, Bolker & Walker 2015, JSS 67(1), section 3):
 
 * ``A(theta) = Lambda' Z'Z Lambda`` and ``L L' = P (A + I) P'`` (eq. 18), factored by CHOLMOD;
-* ``B = Lambda' Z' [X y]`` and ``W = L^{-1} P B``; the Schur complement
-  ``M = [X y]'[X y] - W'W`` is ``R'R`` with R upper triangular (p + 1 square);
+* ``B = Lambda' Z' [X y0]`` (y0: y's least-squares residual on X, see CrossProducts)
+  and ``W = L^{-1} P B``; the Schur complement ``M = [X y0]'[X y0] - W'W`` is ``R'R``
+  with R upper triangular (p + 1 square);
 * its leading p x p block is ``R_X`` (eq. 19), ``beta = R_X^{-1} r_Xy`` (eq. 20),
   and the penalized weighted residual sum of squares is ``pwrss = R[p, p]^2`` (eq. 21);
 * ``ldL2 = log det(A + I)``, ``ldRX2 = log det(R_X' R_X)``.
@@ -140,6 +141,7 @@ class PLSWorkspace:
             return PLSEval(theta, ldL2, math.inf, 0.0, np.full(p, np.nan), np.full((p, p), np.nan))
         RX = R[:p, :p]
         beta = scipy.linalg.solve_triangular(RX, R[:p, p]) if p else np.zeros(0)
+        beta = beta + self.cp.beta0  # the cross-products hold y0 = y - X beta0
         return PLSEval(
             theta=theta,
             ldL2=ldL2,
@@ -170,7 +172,7 @@ class PLSWorkspace:
         templates = self.re.templates(ev.theta)
         U = self.kernel.solve(self.lambda_t_ztxy(templates))
         grad = profiled_gradient(
-            self.re, self.cp, self._ztz, templates, U, ev.beta, ev.RX, ev.pwrss,
+            self.re, self.cp, self._ztz, templates, U, ev.beta - self.cp.beta0, ev.RX, ev.pwrss,
             self.kernel.inverse_blocks(), reml,
         )
         return value, grad
@@ -183,7 +185,7 @@ class PLSWorkspace:
         """u = (A + I)^{-1} Lambda' Z' (y - X beta) at ev.theta (eq. 17), shape (q,)."""
         self._ensure(ev.theta)
         B = self.lambda_t_ztxy(self.re.templates(ev.theta))
-        return self.kernel.solve(B[:, -1] - B[:, :-1] @ ev.beta)
+        return self.kernel.solve(B[:, -1] - B[:, :-1] @ (ev.beta - self.cp.beta0))
 
     def inverse_diagonal_blocks(self, theta: np.ndarray, i: int, chunk: int = 2048) -> np.ndarray:
         """Diagonal k_i x k_i blocks of (A + I)^{-1} for every level of term i.
