@@ -31,12 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,28 +42,37 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from threadpoolctl import threadpool_info
 
 import lmm_sparse
 
-REPO = Path(__file__).resolve().parent.parent
+from .common import (
+    REPO,
+    StatsmodelsSpec,
+    as_factors,
+    cores_line,
+    cpu_model,
+    first_sentence,
+    fmt_diff,
+    fmt_ratio,
+    fmt_s,
+    last_error,
+    lme4_script,
+    median,
+    package_version,
+    parse_lme4,
+    python_blas_lines,
+    r_info,
+    r_version_line,
+    relative_covariances,
+    run_rscript,
+    same_constant,
+    statsmodels_constant_gap,
+    statsmodels_model,
+)
+
 OUTPUT = REPO / "docs" / "comparison.md"
 # A difference of criteria above this is reported as an anomaly.
 CRIT_TOL = 1e-3
-# statsmodels' -2 loglike at lmm_sparse's estimates must match lmm_sparse's criterion to
-# this relative tolerance for the two criteria to count as the same quantity.
-CONSTANT_RTOL = 1e-7
-
-
-@dataclass(frozen=True)
-class StatsmodelsSpec:
-    """How the workload is written for statsmodels' MixedLM (all groups in one column)."""
-
-    formula: str  # fixed part
-    groups: str | None  # grouping column; None: one group holding every row
-    re_formula: str | None = None
-    vc_formula: dict[str, str] | None = None
-    re_term: str | None = None  # lmm_sparse term whose covariance is statsmodels' cov_re
 
 
 @dataclass(frozen=True)
@@ -140,24 +145,7 @@ class Row:
 
 
 def load_data(w: Workload):
-    df = lmm_sparse.datasets.load(w.dataset)
-    for col in w.factors:
-        df[col] = df[col].astype(str)
-    return df
-
-
-def first_sentence(message: str) -> str:
-    line = message.strip().splitlines()[0] if message.strip() else ""
-    return line.split(". ")[0]
-
-
-def relative_covariances(res) -> dict[str, np.ndarray]:
-    """lmm_sparse's relative covariance T T' per grouping term (Var(b) / sigma^2)."""
-    out = {}
-    for i, term in enumerate(res.model.re.terms):
-        T = res.model.re.template(res.theta, i)
-        out[term.group] = T @ T.T
-    return out
+    return as_factors(lmm_sparse.datasets.load(w.dataset), w.factors)
 
 
 # --------------------------------------------------------------------------- lmm_sparse
@@ -187,111 +175,30 @@ def time_lmm_sparse(w: Workload, df, repeats: int, row: Row):
 
 # --------------------------------------------------------------------------- lme4
 
-R_INFO = r"""
-suppressPackageStartupMessages(library(lme4))
-cat("R_VERSION", R.version.string, "\n")
-cat("LME4_VERSION", packageDescription("lme4")$Version, "\n")
-cat("MATRIX_VERSION", packageDescription("Matrix")$Version, "\n")
-cat("R_BLAS", extSoftVersion()[["BLAS"]], "\n")
-cat("R_LAPACK", La_library(), "\n")
-"""
-
-R_FIT = r"""
-suppressPackageStartupMessages(library(lme4))
-# warm-up: the first lmer() call of a session also loads and compiles code
-invisible(suppressMessages(lmer(Reaction ~ Days + (Days | Subject), sleepstudy)))
-factors <- {factors}
-classes <- setNames(rep("character", length(factors)), factors)
-d <- read.csv({csv}, colClasses = classes)
-for (v in factors) d[[v]] <- factor(d[[v]])
-f <- as.formula({formula})
-times <- numeric({repeats})
-for (i in seq_len({repeats})) {{
-  t0 <- proc.time()[["elapsed"]]
-  m <- lmer(f, data = d, REML = {reml})
-  times[i] <- proc.time()[["elapsed"]] - t0
-}}
-cat("LME4_SECONDS", sprintf("%.6f", times), "\n")
-cat("LME4_NOBS", nobs(m), "\n")
-crit <- if ({reml}) REMLcrit(m) else deviance(m)
-cat("LME4_CRITERION", sprintf("%.10f", crit), "\n")
-if (isSingular(m)) cat("LME4_NOTE singular fit\n")
-for (msg in m@optinfo$conv$lme4$messages) cat("LME4_NOTE", msg, "\n")
-for (msg in m@optinfo$warnings) cat("LME4_NOTE", msg, "\n")
-cat("LME4_NOTE", paste0(m@optinfo$feval, " evaluations (", m@optinfo$optimizer, ")\n"))
-"""
-
-
-def r_string(text: str) -> str:
-    return json.dumps(text)  # a valid R string literal for plain text
-
-
-def run_rscript(code: str, timeout: float) -> tuple[int, str, str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as fh:
-        fh.write(code)
-        path = fh.name
-    try:
-        proc = subprocess.run(
-            ["Rscript", "--vanilla", path], capture_output=True, text=True, timeout=timeout
-        )
-        return proc.returncode, proc.stdout, proc.stderr
-    finally:
-        os.unlink(path)
-
-
-def r_error(stderr: str, code: int) -> str:
-    """The first line of R's error message (or the exit code)."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("Error")]
-    return (errors or lines or [f"exit status {code}"])[0]
-
-
-def r_info() -> tuple[dict[str, str], str]:
-    """Versions of R and lme4 (empty dict and the reason if they cannot be used)."""
-    if shutil.which("Rscript") is None:
-        return {}, "Rscript not found"
-    try:
-        code, out, err = run_rscript(R_INFO, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {}, f"Rscript failed: {exc}"
-    if code != 0:
-        return {}, f"lme4 not usable in R: {r_error(err, code)}"
-    info = {}
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        info[key] = value.strip()
-    return info, ""
-
 
 def time_lme4(w: Workload, df, repeats: int, row: Row, tmpdir: str) -> None:
     csv = os.path.join(tmpdir, f"{w.dataset}.csv")
     df.to_csv(csv, index=False)
-    code = R_FIT.format(
-        factors="c(" + ", ".join(r_string(c) for c in w.factors) + ")",
-        csv=r_string(csv),
-        formula=r_string(w.formula),
-        repeats=repeats,
-        reml="TRUE" if w.reml else "FALSE",
-    )
     try:
-        rc, out, err = run_rscript(code, timeout=3600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        outcome = run_rscript(lme4_script(csv, w.formula, w.reml, w.factors, repeats), cap=3600)
+    except OSError as exc:
         row.lme4_error = f"Rscript failed: {exc}"
         return
-    if rc != 0:
-        row.lme4_error = f"R error: {r_error(err, rc)}"
+    if outcome.timed_out:
+        row.lme4_error = "Rscript did not finish within 3600 s"
         return
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        value = value.strip()
-        if key == "LME4_SECONDS":
-            row.lme4_seconds = [float(v) for v in value.split()]
-        elif key == "LME4_CRITERION":
-            row.lme4_crit = float(value)
-        elif key == "LME4_NOBS" and int(value) != row.n:
-            row.lme4_notes.append(f"lme4 used {value} rows, lmm_sparse {row.n}")
-        elif key == "LME4_NOTE":
-            row.lme4_notes.append(" ".join(value.split()))
+    if outcome.returncode != 0:
+        row.lme4_error = f"R error: {last_error(outcome.stderr, outcome.returncode)}"
+        return
+    fit = parse_lme4(outcome.stdout)
+    row.lme4_seconds = fit.seconds
+    row.lme4_crit = fit.criterion
+    if fit.nobs is not None and fit.nobs != row.n:
+        row.lme4_notes.append(f"lme4 used {fit.nobs} rows, lmm_sparse {row.n}")
+    if fit.singular:
+        row.lme4_notes.append("singular fit")
+    row.lme4_notes.extend(fit.messages)
+    row.lme4_notes.append(f"{fit.feval} evaluations ({fit.optimizer})")
 
 
 # --------------------------------------------------------------------------- statsmodels
@@ -302,23 +209,18 @@ def time_statsmodels(w: Workload, df, repeats: int, row: Row, ours) -> None:
         row.sm_status = w.statsmodels_skip.format(n=f"{row.n:,}")
         return
     try:
-        import statsmodels.formula.api as smf
-        from statsmodels.regression.mixed_linear_model import MixedLMParams
+        import statsmodels  # noqa: F401
     except ImportError:
         row.sm_status = "n/a: statsmodels not installed (pip install -e '.[bench]')"
         return
     spec = w.statsmodels
-    groups = np.ones(len(df)) if spec.groups is None else df[spec.groups]
     messages: set[str] = set()
     model = result = None
     for _ in range(repeats):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = time.perf_counter()
-            model = smf.mixedlm(
-                spec.formula, df, groups=groups, re_formula=spec.re_formula,
-                vc_formula=spec.vc_formula,
-            )
+            model = statsmodels_model(spec, df)
             result = model.fit(reml=True)
             row.sm_seconds.append(time.perf_counter() - start)
         messages.update(first_sentence(str(c.message)) for c in caught)
@@ -328,16 +230,11 @@ def time_statsmodels(w: Workload, df, repeats: int, row: Row, ours) -> None:
 
     # Is statsmodels' llf the same quantity as lme4's REML criterion? Evaluate statsmodels'
     # REML log-likelihood at lmm_sparse's estimates (covariances relative to sigma^2).
-    rel = relative_covariances(ours)
-    k_re = model.k_re
-    cov_re = rel[spec.re_term] if spec.re_term else np.zeros((k_re, k_re))
-    vcomp = np.array([rel[name][0, 0] for name in model.exog_vc.names]) if model.k_vc else None
-    params = MixedLMParams.from_components(
-        fe_params=ours.fixef.to_numpy(), cov_re=cov_re, vcomp=vcomp
+    gap = statsmodels_constant_gap(
+        model, spec, relative_covariances(ours), ours.fixef.to_dict(), ours.objective, True
     )
-    gap = -2 * model.loglike(params, profile_fe=False) - ours.objective
     row.sm_constant_gap = gap
-    if abs(gap) <= CONSTANT_RTOL * max(1.0, abs(ours.objective)):
+    if same_constant(gap, ours.objective):
         row.sm_crit = -2 * result.llf
     else:
         row.sm_status = (
@@ -349,75 +246,15 @@ def time_statsmodels(w: Workload, df, repeats: int, row: Row, ours) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def fmt_s(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3g}"
-
-
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    return "n/a" if a is None or b is None or b <= 0 else f"{a / b:.2f}"
-
-
-def fmt_diff(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return "0" if x == 0 else f"{x:+.1e}"
-
-
 def machine_info(r_versions: dict[str, str], r_problem: str) -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    logical = os.cpu_count()
-    physical = None
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False)
-    except ImportError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
-    try:
-        import statsmodels
-
-        sm_version = statsmodels.__version__
-    except ImportError:
-        sm_version = "not installed"
-    lines = [
-        f"- CPU: {cpu}; {logical} logical cores"
-        + (f" ({physical} physical)" if physical else "")
-        + f", {usable} usable by this process; {platform.system()} {platform.machine()}",
-        "- Python BLAS (threadpoolctl.threadpool_info()):",
-    ]
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas":
-            continue
-        lines.append(
-            f"  - {lib.get('internal_api')} {lib.get('version')}"
-            f" ({lib.get('threading_layer')}, {lib.get('architecture')}),"
-            f" {lib.get('num_threads')} threads: `{Path(lib.get('filepath', '')).name}`"
-        )
-    lines.append(
+    return [
+        f"- CPU: {cpu_model()}; {cores_line()}",
+        *python_blas_lines(),
         f"- Python {platform.python_version()}, lmm_sparse {lmm_sparse.__version__}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}, statsmodels {sm_version}"
-    )
-    if r_versions:
-        lines.append(
-            f"- {r_versions.get('R_VERSION', 'R ?')}, lme4 {r_versions.get('LME4_VERSION', '?')}"
-            f" (Matrix {r_versions.get('MATRIX_VERSION', '?')}); R's BLAS "
-            f"`{r_versions.get('R_BLAS', '?')}`, LAPACK `{r_versions.get('R_LAPACK', '?')}`"
-        )
-    else:
-        lines.append(f"- R / lme4: n/a ({r_problem})")
-    return lines
+        f"numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"statsmodels {package_version('statsmodels')}",
+        r_version_line(r_versions, r_problem),
+    ]
 
 
 def render(rows: list[Row], info: list[str], command: str, started: datetime.datetime,
@@ -465,14 +302,7 @@ def render(rows: list[Row], info: list[str], command: str, started: datetime.dat
         w = r.workload
         line = f"- {w.label}: `{w.formula}`, {'REML' if w.reml else 'ML'}"
         if w.statsmodels:
-            s = w.statsmodels
-            parts = [f"`mixedlm({s.formula!r}"]
-            parts.append("groups=np.ones(n)" if s.groups is None else f"groups={s.groups}")
-            if s.re_formula is not None:
-                parts.append(f"re_formula={s.re_formula!r}")
-            if s.vc_formula is not None:
-                parts.append(f"vc_formula={s.vc_formula!r}")
-            line += "; statsmodels " + ", ".join(parts) + ").fit(reml=True)`"
+            line += "; statsmodels " + w.statsmodels.call_text(reml=True)
         out.append(line)
 
     anomalies = []
@@ -545,9 +375,10 @@ def render(rows: list[Row], info: list[str], command: str, started: datetime.dat
         "",
         *info,
         "",
-        "This is a small side-by-side check on a few packaged data sets. The full benchmark "
-        "suite (large designs, memory use, scaling with n and with the number of levels) is "
-        "a separate piece of work.",
+        "This is a small side-by-side check on a few packaged data sets. The benchmark suite "
+        "(large real and simulated designs, memory use, cost per evaluation, scaling with n, "
+        "mixedlm) is `benchmarks/run.py`, with its results in "
+        "[benchmarks.md](benchmarks.md).",
     ]
     return "\n".join(out) + "\n"
 
