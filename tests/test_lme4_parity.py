@@ -14,9 +14,14 @@ from __future__ import annotations
 import re
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg
 from conftest import (
+    _compare_identified,
+    _pattern_pairs,
+    _sym_outer,
     case_data,
     case_formula,
     compare_to_lme4,
@@ -25,6 +30,7 @@ from conftest import (
     load_reference,
     r_name,
     read_cases,
+    unidentified_terms,
 )
 
 import lmm_sparse
@@ -189,3 +195,58 @@ def test_first_level_follows_r_factor_order():
     assert first_level(pd.Index(["10001:2", "9999:1", "10001:10"])) == "10001:10"
     assert group_key("Subject.1") == group_key("Subject")
     assert group_key("Dog.Side") == group_key("Dog:Side")
+
+
+def _between_item_design() -> pd.DataFrame:
+    """Condition f varies between items (one per item) and within subjects."""
+    rng = np.random.default_rng(3)
+    subj, item = np.meshgrid(np.arange(12), np.arange(16), indexing="ij")
+    df = pd.DataFrame({"subj": subj.ravel().astype(str), "item": item.ravel().astype(str)})
+    df["f"] = np.array(["a", "b", "c", "d"])[item.ravel() % 4]
+    df["y"] = rng.normal(size=len(df))
+    return df
+
+
+def test_unidentified_terms_follow_the_design():
+    df = _between_item_design()
+    model = lmm_sparse.LinearMixedModel("y ~ f + (1 + f | item) + (1 + f | subj)", df)
+    # per item only x' Sigma x of its one condition is seen: 4 of 10 covariance functionals
+    assert set(unidentified_terms(model)) == {"item"}
+
+
+def test_ridge_comparison_checks_the_identified_covariances():
+    df = _between_item_design()
+    model = lmm_sparse.LinearMixedModel("y ~ f + (1 + f | item)", df)
+    term = model.re.terms[0]
+    names = [r_name(c) for c in term.coef_names]
+    rng = np.random.default_rng(4)
+    T = np.tril(rng.normal(size=(4, 4)))
+    S = T @ T.T
+
+    def table(Sigma):
+        out = {("item", n, None): (Sigma[a, a], None) for a, n in enumerate(names)}
+        for a in range(4):
+            for b in range(a):
+                out[("item", *sorted((names[a], names[b])))] = (Sigma[a, b], None)
+        return out
+
+    # Each condition's row x is (1, e_f): Sigma -> Sigma + D leaves every x' Sigma x alone
+    # when D is zero on those functionals, e.g. D = v v' - w w' with x'v = x'w for all x.
+    patterns, _, _ = _pattern_pairs(term)
+    null = scipy.linalg.null_space(
+        np.array([_sym_outer(x, x) for x in patterns])
+    )  # lower-triangle directions invisible to the data
+    D = np.zeros((4, 4))
+    D[np.tril_indices(4)] = null[:, 0]
+    D = D + np.tril(D, -1).T
+    errors: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    ref = {"sigma": 1.0, "ranef_first_level": {}}
+    _compare_identified(term, "item", None, table(S + D), table(S), ref, check)
+    assert errors == []
+    _compare_identified(term, "item", None, table(S * 1.05), table(S), ref, check)
+    assert errors and all("covariance" in e for e in errors)
