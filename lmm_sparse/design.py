@@ -221,7 +221,7 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
         )
     return FixedDesign(
         y=y,
-        X=np.ascontiguousarray(X_all[:, keep]),
+        X=np.ascontiguousarray(X_all if len(keep) == X_all.shape[1] else X_all[:, keep]),
         names=tuple(names_all[j] for j in keep),
         dropped=dropped,
         spec=mm.rhs.model_spec,
@@ -239,13 +239,13 @@ def _independent_columns(X: np.ndarray) -> list[int]:
     column-by-column QR test run.
     """
     p = X.shape[1]
-    norms = np.linalg.norm(X, axis=0)
     if p == 0:
         return []
+    gram = X.T @ X
+    norms = np.sqrt(np.maximum(np.diag(gram), 0.0))
     if np.all(norms > 0):
-        scaled = X / norms
-        try:
-            R = np.linalg.cholesky(scaled.T @ scaled)
+        try:  # the Gram matrix of the unit-scaled columns, without scaling X
+            R = np.linalg.cholesky(gram / np.outer(norms, norms))
         except np.linalg.LinAlgError:
             R = None
         # diag(R)^2 is the part of each unit column left after projecting out the

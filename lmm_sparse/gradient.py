@@ -1,8 +1,8 @@
 """The exact gradient of the profiled criterion with respect to theta.
 
 Notation as in :mod:`lmm_sparse.pls`: ``G = Z'Z``, ``A = Lambda' G Lambda + I``,
-``P = A^{-1}``, ``B = Lambda' Z' [X y]`` and ``U = A^{-1} B``, so that the spherical modes
-are ``u = U_y - U_X beta`` and ``C_X = U_X``. For one element theta_k of term i's template,
+``P = A^{-1}``, the spherical modes ``u = A^{-1} Lambda' Z'(y - X beta)`` and
+``C_X = A^{-1} Lambda' Z'X``. For one element theta_k of term i's template,
 ``dLambda_k`` has a one at (level, r), (level, c) for every level of the term; for any q x q
 matrix N write ``<dLambda_k, N> = sum over levels of N[(l, r), (l, c)]``. Then:
 
@@ -14,10 +14,10 @@ matrix N write ``<dLambda_k, N> = sum over levels of N[(l, r), (l, c)]``. Then:
   ``d ldRX2 = -2 <dLambda_k, D Y C_X'>`` with ``D = Z'(X - Z Lambda C_X)`` and
   ``Y = (R_X'R_X)^{-1}``.
 
-``w`` and ``D`` are the columns of ``Z'[X y] - G Lambda U``: everything comes from the
+``w`` and ``D`` come from ``Z'[X y]`` and ``G Lambda [C_X u]``: everything comes from the
 cross-products, so the cost does not grow with n. Cost beyond one evaluation: the
-kernel's selected inverse (see the kernel), one solve with p + 1 right-hand sides, and
-O(nnz(G) k (p + 1)) for ``G Lambda U``.
+kernel's selected inverse (see the kernel), a solve with one right-hand side (ML) or
+p + 1 (REML), and O(nnz(G) k) per column for ``G Lambda [C_X u]``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .crossprod import CrossProducts, ZtZOperator
-from .terms import ReStructure
+from .terms import ReStructure, template_times
 
 __all__ = ["profiled_gradient", "template_gradient_to_theta"]
 
@@ -70,7 +70,8 @@ def profiled_gradient(
     cp: CrossProducts,
     ztz: ZtZOperator,
     templates: list[np.ndarray],
-    U: np.ndarray,
+    u: np.ndarray,
+    CX: np.ndarray | None,
     beta: np.ndarray,
     RX: np.ndarray,
     pwrss: float,
@@ -79,25 +80,24 @@ def profiled_gradient(
 ) -> np.ndarray:
     """Gradient of the ML deviance or REML criterion at the theta of ``templates``.
 
-    ``U = A^{-1} Lambda' Z'[X y0]`` (q x (p + 1)); ``beta`` for y0 (the evaluation's beta
-    minus ``cp.beta0``), RX and pwrss from the evaluation.
+    ``u``: the spherical modes (q,); ``CX = A^{-1} Lambda' Z'X`` (q x p), needed for REML
+    only; ``beta`` for y0 (the evaluation's beta minus ``cp.beta0``); RX and pwrss from the
+    evaluation. ML needs ``G Lambda V`` for one column, REML for p + 1.
     """
     p = cp.p
-    Ut = _per_term(re, U)
-    LU = [T @ Ui for T, Ui in zip(templates, Ut, strict=True)]  # Lambda U, per term
-    GLU = ztz.times(LU)
+    V = u[:, None] if CX is None else np.column_stack([CX, u])
+    Vt = _per_term(re, V)
+    GLV = ztz.times([template_times(T, Vi) for T, Vi in zip(templates, Vt, strict=True)])
     scale = (cp.n - p if reml else cp.n) / pwrss
     Y = None
-    if reml and p:
+    if CX is not None:
         RXinv = np.linalg.inv(RX)
         Y = RXinv @ RXinv.T  # (R_X' R_X)^{-1}
     N = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
-    for i, (ZtXy, GLUi, Ui) in enumerate(zip(cp.ZtXy, GLU, Ut, strict=True)):
-        E = ZtXy - GLUi  # Z'([X y] - Z Lambda U), (levels, k_i, p + 1)
-        w = E[:, :, p] - E[:, :, :p] @ beta
-        u = Ui[:, :, p] - Ui[:, :, :p] @ beta
-        N[i] -= 2.0 * scale * (w.T @ u)
+    for i, (ZtXy, GLVi, Vi) in enumerate(zip(cp.ZtXy, GLV, Vt, strict=True)):
+        w = ZtXy[:, :, p] - ZtXy[:, :, :p] @ beta - GLVi[:, :, -1]  # Z'(y0 - X beta - Z Lambda u)
+        N[i] -= 2.0 * scale * (w.T @ Vi[:, :, -1])
         if Y is not None:
-            N[i] -= 2.0 * np.einsum("lap,pq,lbq->ab", E[:, :, :p], Y, Ui[:, :, :p],
-                                    optimize=True)
+            D = ZtXy[:, :, :p] - GLVi[:, :, :p]  # Z'(X - Z Lambda C_X)
+            N[i] -= 2.0 * np.einsum("lap,pq,lbq->ab", D, Y, Vi[:, :, :p], optimize=True)
     return template_gradient_to_theta(N)

@@ -30,6 +30,16 @@ from .terms import ReStructure
 
 __all__ = ["SchurKernel"]
 
+# Most run pairs (two rows of A21 meeting one leading level) stored for the selected
+# inverse: three arrays of this length, ~24 bytes per pair.
+_PAIR_BUDGET = 8_000_000
+
+
+def _levelwise(M: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """M[l] @ B[l] for every level: (l, k, k) by (l, k, m); a broadcast product for k = 1,
+    where numpy's batched matmul of 1 x 1 matrices is several times slower."""
+    return M * B if M.shape[1] == 1 else M @ B
+
 
 class SchurKernel:
     """Block-diagonal elimination of term 0 and a dense factor of the Schur complement."""
@@ -73,13 +83,29 @@ class SchurKernel:
         per_column = np.diff(self._A21.tocsc().indptr).astype(float)
         sparse_flops = float(np.sum(per_column**2))
         dense_flops = float(self.q2) ** 2 * self.q1 / 2
-        self._dense_update = dense_flops < 8 * sparse_flops  # BLAS-3 is ~8x faster per flop
+        # BLAS-3 runs ~40x more multiply-adds per second than scipy's sparse product
+        # (measured on poems: 17M sparse multiply-adds took 34 ms, 200M in dsyrk 8 ms)
+        self._dense_update = dense_flops < 40 * sparse_flops
         self.flops = self.l0 * self.k0**3 / 3 + float(self.q2) ** 3 / 3 + (
             dense_flops / 8 if self._dense_update else sparse_flops
         )
+        # Work that a second BLAS thread speeds up: the big dense products. LAPACK's
+        # Cholesky and inverse of a q2 ~ 1000 matrix ran slower with two OpenBLAS threads
+        # than with one here (InstEval: 180 vs 108 ms per evaluation with gradient), while
+        # the dense update and P22 H gained (sim360k: 560 vs 650-780 ms).
+        self.parallel_flops = dense_flops if self._dense_update else 0.0
         self._L21 = self._A21.copy()
         self._H = self._A21.copy()
-        # P21 = -P22 H is formed densely with the dense update, else in column chunks
+        self._pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None  # on first use
+        # how P21 = -P22 H is formed on A21's pattern (see _pattern_product)
+        runs_per_level = np.bincount(self._run_level, minlength=self.l0).astype(np.int64)
+        self._npairs = int(np.sum(runs_per_level**2))
+        if self._dense_update:
+            self._p21_path = "dense"
+        elif self._npairs <= _PAIR_BUDGET and 4 * self._npairs <= self._A21.nnz * self.q2:
+            self._p21_path = "pairs"
+        else:
+            self._p21_path = "chunks"
         self._col_order = np.argsort(self._A21.indices, kind="stable")
         self._col_sorted = self._A21.indices[self._col_order]
 
@@ -145,7 +171,7 @@ class SchurKernel:
     def _forward(self, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = B.shape[1]
         B1 = B[: self.q1].reshape(self.l0, self.k0, m)
-        c1 = (self._L11inv @ B1).reshape(self.q1, m)
+        c1 = _levelwise(self._L11inv, B1).reshape(self.q1, m)
         if self.q2 == 0:
             return c1, np.zeros((0, m))
         rhs = B[self.q1 :] - self._L21 @ c1
@@ -167,7 +193,7 @@ class SchurKernel:
         u2 = scipy.linalg.solve_triangular(self._L22, c2, lower=True, trans="T",
                                            check_finite=False)
         r1 = (c1 - self._L21.T @ u2).reshape(self.l0, self.k0, m)
-        u1 = (self._L11inv.transpose(0, 2, 1) @ r1).reshape(self.q1, m)
+        u1 = _levelwise(self._L11inv.transpose(0, 2, 1), r1).reshape(self.q1, m)
         U = np.concatenate([u1, u2], axis=0)
         return U[:, 0] if vector else U
 
@@ -194,7 +220,7 @@ class SchurKernel:
             runs = np.einsum("rb,rba->ra", self._L21.data.reshape(-1, k0),
                              self._L11inv[self._run_level])
             H.data[:] = runs.ravel()
-            P21 = self._pattern_product(P22, H)
+            P21 = self._pattern_product(P22, H, runs)
             outer = np.einsum("ra,rb->rab", runs, P21.reshape(-1, k0))
             out[0, 0] = A11inv - (self._run_sum @ outer.reshape(-1, k0 * k0)).reshape(l0, k0, k0)
             entries = np.empty_like(P21)
@@ -209,11 +235,24 @@ class SchurKernel:
                 out[block.i, block.j] = flat[index]
         return [out[b.i, b.j] for b in self.cp.blocks]
 
-    def _pattern_product(self, P22: np.ndarray, H: sp.csr_matrix) -> np.ndarray:
-        """-(P22 H) on H's pattern, in CSR storage order."""
+    def _pattern_product(self, P22: np.ndarray, H: sp.csr_matrix, runs: np.ndarray) -> np.ndarray:
+        """-(P22 H) on H's pattern, in CSR storage order (``runs``: H's values by run).
+
+        Three ways, chosen once from the structure: "dense" (the update is dense anyway: one
+        BLAS product, 2 q2^2 q1 flops), "pairs" (entry (a, l) needs P22 only at rows a', a
+        of A21 that meet level l: a sparse matrix over pairs of runs of the same level,
+        filled from P22, times H's runs; O(pairs k0)) and "chunks" (sparse H' times dense
+        P22 in column chunks, O(nnz(H) q2)).
+        """
         rows, cols = self._csr_rows, H.indices
-        if self._dense_update:
+        if self._p21_path == "dense":
             return -(P22 @ H.toarray())[rows, cols]
+        if self._p21_path == "pairs":
+            W, index, order = self._run_pairs()
+            W.data[:] = P22.reshape(-1)[index]
+            out = np.empty_like(runs)
+            out[order] = -(W @ runs[order])
+            return out.ravel()
         vals = np.empty(H.nnz)
         Ht = H.T.tocsr()  # (P22 H)[a, b] = (H' P22)[b, a]: rows of H' in chunks
         chunk = max(1, 2**22 // max(1, self.q2))
@@ -224,6 +263,28 @@ class SchurKernel:
             R = Ht[c0:c1] @ P22
             vals[idx] = -R[cols[idx] - c0, rows[idx]]
         return vals
+
+    def _run_pairs(self) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+        """Pairs of runs of the same leading level, with the runs ordered by level.
+
+        In that order the pairs form a block-diagonal matrix of dense blocks, one per level,
+        whose CSR arrays are written directly. Returns the matrix, the flat index into P22
+        of each stored entry, and the order of the runs.
+        """
+        if self._pairs is None:
+            level = self._run_level
+            order = np.argsort(level, kind="stable")
+            counts = np.bincount(level, minlength=self.l0)
+            start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            rep = counts[level[order]]  # row i of the matrix has its level's count of entries
+            indptr = np.concatenate([[0], np.cumsum(rep)])
+            within = np.arange(indptr[-1]) - np.repeat(indptr[:-1], rep)
+            indices = np.repeat(start[level[order]], rep) + within
+            nruns = len(level)
+            W = sp.csr_matrix((np.empty(len(indices)), indices, indptr), shape=(nruns, nruns))
+            row = self._csr_rows[:: self.k0][order]  # row of A21 of each run, in level order
+            self._pairs = (W, np.repeat(row, rep) * self.q2 + row[indices], order)
+        return self._pairs
 
     def describe(self) -> str:
         return (

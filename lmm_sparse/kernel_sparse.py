@@ -103,3 +103,8 @@ class CholmodKernel:
     @property
     def flops(self) -> float:
         return self.chol.flops
+
+    @property
+    def parallel_flops(self) -> float:
+        """Work that more BLAS threads speed up: CHOLMOD's supernodal updates."""
+        return self.chol.flops if self.chol.mode == "supernodal" else 0.0

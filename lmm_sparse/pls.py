@@ -39,7 +39,7 @@ from .gradient import profiled_gradient
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
 from .optimize import default_blas_threads
-from .terms import ReStructure
+from .terms import ReStructure, template_times
 
 __all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
 
@@ -121,7 +121,7 @@ class PLSWorkspace:
     def lambda_t_ztxy(self, templates: list[np.ndarray]) -> np.ndarray:
         """B = Lambda' Z' [X y], q x (p + 1)."""
         parts = [
-            (T.T @ ZtXy).reshape(-1, ZtXy.shape[2])
+            template_times(T, ZtXy, transpose=True).reshape(-1, ZtXy.shape[2])
             for T, ZtXy in zip(templates, self.cp.ZtXy, strict=True)
         ]
         return np.concatenate(parts, axis=0)
@@ -170,9 +170,20 @@ class PLSWorkspace:
         if self._ztz is None:
             self._ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
-        U = self.kernel.solve(self.lambda_t_ztxy(templates))
+        p, beta = self.cp.p, ev.beta - self.cp.beta0  # beta for y0
+        # Lambda' Z'(y0 - X beta): one column; REML also needs C_X = A^{-1} Lambda' Z'X
+        ztr = [Z[:, :, p] - Z[:, :, :p] @ beta for Z in self.cp.ZtXy]
+        rhs = np.concatenate([
+            template_times(T, z[:, :, None], transpose=True).ravel()
+            for T, z in zip(templates, ztr, strict=True)
+        ])
+        if reml and p:
+            U = self.kernel.solve(np.column_stack([self.lambda_t_ztxy(templates)[:, :p], rhs]))
+            u, CX = U[:, p], U[:, :p]
+        else:
+            u, CX = self.kernel.solve(rhs), None
         grad = profiled_gradient(
-            self.re, self.cp, self._ztz, templates, U, ev.beta - self.cp.beta0, ev.RX, ev.pwrss,
+            self.re, self.cp, self._ztz, templates, u, CX, beta, ev.RX, ev.pwrss,
             self.kernel.inverse_blocks(), reml,
         )
         return value, grad
@@ -219,10 +230,11 @@ class PLSWorkspace:
     def blas_threads(self) -> int:
         """BLAS threads worth using in one evaluation: all for large dense work, else one.
 
-        Below about 1e8 flops per factorization the BLAS calls are too small for a second
-        thread to pay for its synchronisation.
+        Counted on the kernel's ``parallel_flops`` (big BLAS-3 products): below about 1e8
+        per factorization the calls are too small for a second thread to pay for its
+        synchronisation.
         """
-        return default_blas_threads() if self.kernel.flops >= _THREADED_FLOPS else 1
+        return default_blas_threads() if self.kernel.parallel_flops >= _THREADED_FLOPS else 1
 
     def describe(self) -> str:
         return self.kernel.describe()

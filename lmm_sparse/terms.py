@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from .design import RawTerm
 
-__all__ = ["ReStructure", "make_re_structure"]
+__all__ = ["ReStructure", "make_re_structure", "template_times"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,14 @@ class ReStructure:
                 first = start + j * k - j * (j - 1) // 2
                 out.append(np.arange(first, first + k - j))
         return out
+
+
+def template_times(T: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """T @ V[l] (or T' @ V[l]) for every level of a (levels, k, m) array; a scalar product
+    for k = 1, where numpy's batched matmul of 1 x 1 matrices is several times slower."""
+    if T.shape == (1, 1):
+        return T[0, 0] * V
+    return (T.T if transpose else T) @ V
 
 
 def make_re_structure(raw_terms: list[RawTerm]) -> ReStructure:
