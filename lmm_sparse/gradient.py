@@ -57,11 +57,19 @@ def logdet_sums(
     """
     out = [np.zeros((T.shape[0], T.shape[0])) for T in templates]
     for block, Pb in zip(cp.blocks, inverse_blocks, strict=True):
-        CT = block.C @ templates[block.j]
+        if block.C.shape[1:] == (1, 1):  # scalar blocks: one dot product
+            dot = float(block.C.ravel() @ Pb.ravel())
+            out[block.i] += templates[block.j] * dot
+            if block.i != block.j:
+                out[block.j] += templates[block.i] * dot
+            continue
+        n, ki, kj = block.C.shape
+        # stacked blocks times one template as a single GEMM (batched tiny matmuls are slow)
+        CT = (block.C.reshape(n * ki, kj) @ templates[block.j]).reshape(n, ki, kj)
         out[block.i] += np.tensordot(CT, Pb, axes=([0, 2], [0, 2]))
         if block.i != block.j:
-            CtT = block.C.transpose(0, 2, 1) @ templates[block.i]
-            out[block.j] += np.tensordot(CtT, Pb, axes=([0, 2], [0, 1]))
+            CtT = (block.C.transpose(0, 2, 1).reshape(n * kj, ki) @ templates[block.i])
+            out[block.j] += np.tensordot(CtT.reshape(n, kj, ki), Pb, axes=([0, 2], [0, 1]))
     return out
 
 

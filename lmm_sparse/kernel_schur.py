@@ -35,6 +35,20 @@ __all__ = ["SchurKernel"]
 _PAIR_BUDGET = 8_000_000
 
 
+def _lower_inverse(L: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of small lower-triangular matrices, (l, k, k), by forward
+    substitution vectorized over the stack: O(k^3) array operations on length-l vectors,
+    several times faster than a batched general inverse for k of 2 to 6."""
+    k = L.shape[1]
+    X = np.zeros_like(L)
+    d = 1.0 / np.diagonal(L, axis1=1, axis2=2)
+    for j in range(k):
+        X[:, j, j] = d[:, j]
+        for i in range(j + 1, k):
+            X[:, i, j] = -np.einsum("lm,lm->l", L[:, i, j:i], X[:, j:i, j]) * d[:, i]
+    return X
+
+
 def _levelwise(M: np.ndarray, B: np.ndarray) -> np.ndarray:
     """M[l] @ B[l] for every level: (l, k, k) by (l, k, m); a broadcast product for k = 1,
     where numpy's batched matmul of 1 x 1 matrices is several times slower."""
@@ -135,7 +149,7 @@ class SchurKernel:
                 L11 = np.linalg.cholesky(A11)
             except np.linalg.LinAlgError:
                 raise ModelSpecError("a leading diagonal block is not positive definite") from None
-            self._L11inv = np.linalg.inv(L11)
+            self._L11inv = _lower_inverse(L11)
         self._L11 = L11
         if self.q2 == 0:
             self._L22 = np.zeros((0, 0))
@@ -184,6 +198,11 @@ class SchurKernel:
         c1, c2 = self._forward(B[:, None] if vector else B)
         H = np.concatenate([c1, c2], axis=0)
         return H[:, 0] if vector else H
+
+    def gram(self, B: np.ndarray) -> np.ndarray:
+        """B' (A + I)^{-1} B = W'W with W = L^{-1} B, without stacking W's two blocks."""
+        c1, c2 = self._forward(B)
+        return c1.T @ c1 + c2.T @ c2
 
     def solve(self, B: np.ndarray) -> np.ndarray:
         """(A + I)^{-1} B = L^{-T} L^{-1} B."""

@@ -94,6 +94,11 @@ class CholmodKernel:
     def half_solve(self, B):
         return self.chol.half_solve(B)
 
+    def gram(self, B: np.ndarray) -> np.ndarray:
+        """B' (A + I)^{-1} B = W'W with W the half solve."""
+        W = self.chol.half_solve(B)
+        return W.T @ W
+
     def solve(self, B: np.ndarray) -> np.ndarray:
         return self.chol.solve(B)
 

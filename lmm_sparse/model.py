@@ -21,7 +21,12 @@ from .crossprod import make_cross_products
 from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
-from .optimize import check_convergence, optimize_with_restart, with_blas_threads
+from .optimize import (
+    check_convergence,
+    optimize_with_restart,
+    resolve_method,
+    with_blas_threads,
+)
 from .pls import PLSWorkspace, profiled_deviance
 from .results import LmerResult, make_result
 from .terms import make_re_structure
@@ -100,12 +105,15 @@ class LinearMixedModel:
         start: np.ndarray | None = None,
         maxfev: int = 100_000,
         calc_derivs: bool = True,
+        blas_threads: int | None = None,
     ) -> LmerResult:
-        """Optimize theta and return the fitted model."""
+        """Optimize theta and return the fitted model (arguments as :func:`lmer`)."""
         theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
         if theta0.shape != self.re.theta0.shape:
             raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
-        threads = self.workspace.blas_threads()
+        threads = self.workspace.blas_threads() if blas_threads is None else int(blas_threads)
+        if threads < 1:
+            raise ValueError(f"blas_threads must be a positive integer, got {blas_threads!r}")
         gradient = self.objective_and_gradient if self.workspace.has_gradient else None
         # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
         with threadpool_limits(limits=1, user_api="blas"):
@@ -159,6 +167,7 @@ def lmer(
     start: np.ndarray | None = None,
     maxfev: int = 100_000,
     calc_derivs: bool = True,
+    blas_threads: int | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model given by an lme4 formula, as lme4's ``lmer()``.
 
@@ -171,11 +180,17 @@ def lmer(
     optimizer: a bounded scipy.optimize method: "auto" (default: L-BFGS-B on the exact
         gradient when the kernel gives one, else COBYQA), "L-BFGS-B" (exact gradient when
         available, else central differences), "cobyqa", "Nelder-Mead" or "Powell".
-    kernel: "auto" (time the candidates once and keep the faster), "cholmod" (CHOLMOD on
-        the whole PLS system) or "schur" (leading block eliminated, dense Schur complement).
+    kernel: "auto" (the Schur kernel, which gives the exact gradient, unless its dense part
+        would exceed 3000 columns; then CHOLMOD), "cholmod" (CHOLMOD on the whole PLS
+        system) or "schur" (leading block eliminated, dense Schur complement).
     start: start values for theta (lme4's order); default 1 on diagonals, 0 elsewhere.
     maxfev: limit on criterion evaluations.
     calc_derivs: compute the gradient and Hessian at the optimum for the convergence checks.
+    blas_threads: BLAS threads for each evaluation; default: one, or all of the BLAS's
+        for models with big dense products (see ``PLSWorkspace.blas_threads``). Everything
+        else in the fit runs on one thread.
     """
+    resolve_method(optimizer, False)  # a bad name fails before the set-up work
     model = LinearMixedModel(formula, data, reml=reml, kernel=kernel)
-    return model.fit(optimizer=optimizer, start=start, maxfev=maxfev, calc_derivs=calc_derivs)
+    return model.fit(optimizer=optimizer, start=start, maxfev=maxfev, calc_derivs=calc_derivs,
+                     blas_threads=blas_threads)

@@ -47,7 +47,12 @@ KERNELS = ("auto", "cholmod", "schur")
 # Above this many columns outside the leading term the dense Schur complement costs more
 # than CHOLMOD can save; below it, "auto" compares the two kernels' flop estimates.
 _SCHUR_MAX_Q2 = 3000
-_THREADED_FLOPS = 1e8
+# Big BLAS-3 work per evaluation above which the BLAS's own threads are used. High on
+# purpose: on a machine whose other cores are busy, a multi-threaded OpenBLAS can run tens
+# of times slower (measured: poems' selected inverse, 15 ms with one thread, 550 ms with
+# two while another process used the second core), and the gain on a quiet 2-core machine
+# is about 20% (sim360k, 2.2e9 flops).
+_THREADED_FLOPS = 1e9
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,7 @@ class PLSWorkspace:
         templates = self.re.templates(theta)
         self.kernel.factor(templates)
         self.theta = theta
-        W = self.kernel.half_solve(self.lambda_t_ztxy(templates))
-        M = self.cp.XyXy - W.T @ W
+        M = self.cp.XyXy - self.kernel.gram(self.lambda_t_ztxy(templates))
         p = self.cp.p
         ldL2 = self.kernel.logdet()
         R, info = scipy.linalg.lapack.dpotrf(M, lower=0, clean=1)
@@ -230,9 +234,9 @@ class PLSWorkspace:
     def blas_threads(self) -> int:
         """BLAS threads worth using in one evaluation: all for large dense work, else one.
 
-        Counted on the kernel's ``parallel_flops`` (big BLAS-3 products): below about 1e8
-        per factorization the calls are too small for a second thread to pay for its
-        synchronisation.
+        Counted on the kernel's ``parallel_flops`` (big BLAS-3 products): below 1e9 per
+        evaluation a second thread gains too little to risk the slowdown it brings on a
+        busy machine. ``LinearMixedModel.fit(blas_threads=...)`` overrides this choice.
         """
         return default_blas_threads() if self.kernel.parallel_flops >= _THREADED_FLOPS else 1
 

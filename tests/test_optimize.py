@@ -97,3 +97,18 @@ def test_singular_fit_is_flagged_and_warned():
         res = lmm_sparse.lmer("Yield ~ 1 + (1 | Batch)", df)
     assert res.is_singular and res.theta[0] == 0.0
     assert res.varcorr.loc[0, "sdcor"] == 0.0
+
+
+def test_blas_threads_and_optimizer_names_are_checked():
+    data = lmm_sparse.datasets.load("sleepstudy")
+    with pytest.raises(ValueError, match="blas_threads must be a positive integer, got 0"):
+        lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, blas_threads=0)
+    with pytest.raises(ValueError, match="optimizer must be one of .* got 'bobyqa'"):
+        lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, optimizer="bobyqa")
+
+
+def test_explicit_blas_threads_give_the_same_fit():
+    data = lmm_sparse.datasets.load("sleepstudy")
+    one = lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, blas_threads=1)
+    two = lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, blas_threads=2)
+    assert one.objective == pytest.approx(two.objective, abs=1e-8)
