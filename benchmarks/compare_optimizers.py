@@ -53,7 +53,7 @@ def run_case(dataset: str, formula: str, reml: bool) -> list[dict]:
             res = model.fit(optimizer=optimizer, calc_derivs=False)
         rows.append(
             {
-                "optimizer": optimizer,
+                "optimizer": res.optinfo.method,
                 "criterion": res.objective,
                 "feval": res.optinfo.feval,
                 "seconds": res.optinfo.seconds,

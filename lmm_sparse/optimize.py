@@ -71,7 +71,9 @@ def _options(method: str, maxfev: int) -> dict:
         # ftol 1e-12: near lme4's precision on flat ridges (kwdyz11 moves 1e-5 in the
         # criterion over a factor 3 in an sd); usable because the criterion's rounding
         # noise is kept well below it (CrossProducts.beta0)
-        return {"maxfun": maxfev, "ftol": 1e-12, "gtol": 1e-6, "maxls": 20}
+        # maxcor 30: 15-20% fewer evaluations than the default 10 on models with 9 to 20
+        # thetas (d3 95 -> 77, kb07 82 -> 69, kwdyz11 49 -> 41), same optima
+        return {"maxfun": maxfev, "ftol": 1e-12, "gtol": 1e-6, "maxls": 20, "maxcor": 30}
     if method == "cobyqa":
         return {"maxfev": maxfev, "final_tr_radius": 1e-7}
     if method == "Nelder-Mead":
