@@ -101,7 +101,7 @@ class SchurKernel:
         # (measured on poems: 17M sparse multiply-adds took 34 ms, 200M in dsyrk 8 ms)
         self._dense_update = dense_flops < 40 * sparse_flops
         self.flops = self.l0 * self.k0**3 / 3 + float(self.q2) ** 3 / 3 + (
-            dense_flops / 8 if self._dense_update else sparse_flops
+            dense_flops if self._dense_update else sparse_flops
         )
         # Work that a second BLAS thread speeds up: the big dense products. LAPACK's
         # Cholesky and inverse of a q2 ~ 1000 matrix ran slower with two OpenBLAS threads
@@ -224,8 +224,8 @@ class SchurKernel:
         With ``H = A21 A11^{-1}`` (A21's pattern) and the Schur complement ``S = L22 L22'``:
         ``P22 = S^{-1}``, ``P21 = -P22 H`` and ``P11 = A11^{-1} + H' P22 H = A11^{-1} - H' P21``.
         Only P21's entries on A21's pattern and P11's diagonal blocks are formed. Cost:
-        O(q2^3) for P22 plus P22 H, one BLAS product (2 q2^2 q1) when the update is dense,
-        else O(nnz(A21) q2) sparse products in column chunks.
+        O(2 q2^3 / 3) for P22 plus P21 (see :meth:`_pattern_product`). Reads the factor of
+        the last :meth:`factor` call.
         """
         k0, l0 = self.k0, self.l0
         A11inv = np.einsum("lba,lbc->lac", self._L11inv, self._L11inv)

@@ -205,13 +205,15 @@ class PLSWorkspace:
     def inverse_diagonal_blocks(self, theta: np.ndarray, i: int, chunk: int = 2048) -> np.ndarray:
         """Diagonal k_i x k_i blocks of (A + I)^{-1} for every level of term i.
 
-        Through sparse half solves with CHOLMOD (a factor made for the purpose if the
-        workspace uses another kernel): cost grows with the reach of the unit vectors in L,
-        so this is only computed on request (conditional variances of the random effects).
+        With the Schur kernel, from its selected inverse; with CHOLMOD, through sparse half
+        solves, whose cost grows with the reach of the unit vectors in L, so this is only
+        computed on request (conditional variances of the random effects).
         """
+        if self.has_gradient:
+            self._ensure(np.asarray(theta, dtype=float))
+            index = next(n for n, b in enumerate(self.cp.blocks) if b.i == i and b.j == i)
+            return self.kernel.inverse_blocks()[index].copy()
         kernel = self.kernel
-        if not isinstance(kernel, CholmodKernel):
-            kernel = CholmodKernel(self.re, self.cp)
         kernel.factor(self.re.templates(np.asarray(theta, dtype=float)))
         term, off = self.re.terms[i], self.re.offsets[i]
         k, nlev, q = term.k, term.nlevels, self.re.q

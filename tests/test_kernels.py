@@ -102,8 +102,9 @@ def test_evaluation_state_does_not_grow_with_n(formula):
     assert sizes[0] == sizes[1]
 
 
-def test_inverse_blocks_match_dense():
-    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 7))
+@pytest.mark.parametrize("kernel", ["cholmod", "schur"])
+def test_inverse_blocks_match_dense(kernel):
+    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 7), kernel=kernel)
     theta = _random_theta(model, np.random.default_rng(8))
     Lam, Z = model.Lambda(theta).toarray(), model.Z.toarray()
     inverse = np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(model.re.q))
