@@ -114,6 +114,10 @@ class SchurKernel:
         # how P21 = -P22 H is formed on A21's pattern (see _pattern_product)
         runs_per_level = np.bincount(self._run_level, minlength=self.l0).astype(np.int64)
         self._npairs = int(np.sum(runs_per_level**2))
+        # at most this fraction of the q2 x q2 Schur complement can be nonzero: the pairs of
+        # rows of A21 that meet one leading level, plus A22's own blocks
+        rest_entries = sum(b.C.size for b in self._rest)
+        self.fill_bound = min(1.0, (self._npairs * self.k0 + 2 * rest_entries) / max(1, self.q2**2))
         if self._dense_update:
             self._p21_path = "dense"
         elif self._npairs <= _PAIR_BUDGET and 4 * self._npairs <= self._A21.nnz * self.q2:

@@ -45,8 +45,12 @@ __all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
 
 KERNELS = ("auto", "cholmod", "schur")
 # Above this many columns outside the leading term the dense Schur complement costs more
-# than CHOLMOD can save; below it, "auto" compares the two kernels' flop estimates.
+# than the exact gradient saves; "auto" then takes CHOLMOD (see _choose_kernel).
 _SCHUR_MAX_Q2 = 3000
+# A dense Schur complement costing more than this per factorization (q2 of about 670) is
+# only worth it when at least _SCHUR_MIN_FILL of it can be nonzero.
+_SCHUR_DENSE_FLOPS = 1e8
+_SCHUR_MIN_FILL = 0.1
 # Big BLAS-3 work per evaluation above which the BLAS's own threads are used. High on
 # purpose: on a machine whose other cores are busy, a multi-threaded OpenBLAS can run tens
 # of times slower (measured: poems' selected inverse, 15 ms with one thread, 550 ms with
@@ -107,21 +111,25 @@ class PLSWorkspace:
         self._ztz: ZtZOperator | None = None
 
     def _choose_kernel(self, name: str):
-        """The kernel asked for; for "auto" the Schur kernel unless its dense part is too big.
+        """The kernel asked for; for "auto" the Schur kernel unless its dense part is wasteful.
 
         Only the Schur kernel gives the selected inverse behind the exact gradient, which
         cuts the optimizer's evaluations several-fold (tens instead of hundreds or
         thousands on models with many thetas): that outweighs a cheaper CHOLMOD
-        factorization. Above ``_SCHUR_MAX_Q2`` columns outside the leading term the dense
-        Schur complement costs more than the saved evaluations, and CHOLMOD is used with a
-        derivative-free optimizer. Chosen from the structure, not by timing, so the same
-        data always follow the same path.
+        factorization. CHOLMOD (with a derivative-free optimizer) is used when the dense
+        Schur complement would be big and mostly zero, as in nested designs with many
+        upper-level groups (each lower level meets one upper level, so the complement is
+        block diagonal), or bigger than ``_SCHUR_MAX_Q2``. Chosen from the structure, not
+        by timing, so the same data always follow the same path.
         """
         lead = self.re.terms[0]
         q2 = self.re.q - lead.k * lead.nlevels
-        if name == "schur" or (name == "auto" and q2 <= _SCHUR_MAX_Q2):
-            return SchurKernel(self.re, self.cp)
-        return CholmodKernel(self.re, self.cp)
+        if name == "cholmod" or (name == "auto" and q2 > _SCHUR_MAX_Q2):
+            return CholmodKernel(self.re, self.cp)
+        schur = SchurKernel(self.re, self.cp)
+        if name == "auto" and q2**3 / 3 > _SCHUR_DENSE_FLOPS and schur.fill_bound < _SCHUR_MIN_FILL:
+            return CholmodKernel(self.re, self.cp)
+        return schur
 
     def lambda_t_ztxy(self, templates: list[np.ndarray]) -> np.ndarray:
         """B = Lambda' Z' [X y], q x (p + 1)."""

@@ -113,3 +113,21 @@ def test_inverse_blocks_match_dense(kernel):
         for level in range(term.nlevels):
             idx = model.re.offsets[i] + level * term.k + np.arange(term.k)
             np.testing.assert_allclose(blocks[level], inverse[np.ix_(idx, idx)], atol=1e-12)
+
+
+def test_auto_kernel_avoids_a_big_block_diagonal_schur_complement():
+    # 800 schools, 4 classes each: nested, so the schools' Schur complement is diagonal
+    rng = np.random.default_rng(12)
+    cls = np.repeat(np.arange(3200), 3)
+    nested = pd.DataFrame({"school": cls // 4, "cls": cls, "y": rng.normal(size=cls.size)})
+    model = LinearMixedModel("y ~ 1 + (1 | school/cls)", nested)
+    assert model.workspace.describe().startswith("CHOLMOD")
+    assert not model.workspace.has_gradient
+    # crossed, 1000 classes of 40 pupils from 800 schools: each class meets ~40 schools, so
+    # the schools' Schur complement fills up, and the Schur kernel is kept
+    cls = np.repeat(np.arange(1000), 40)
+    crossed = pd.DataFrame({"school": rng.integers(0, 800, cls.size), "cls": cls,
+                            "y": rng.normal(size=cls.size)})
+    model = LinearMixedModel("y ~ 1 + (1 | school) + (1 | cls)", crossed)
+    assert model.workspace.describe().startswith("leading block")
+    assert model.workspace.has_gradient
