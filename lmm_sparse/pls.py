@@ -109,6 +109,7 @@ class PLSWorkspace:
         self.kernel = self._choose_kernel(kernel)
         self.theta: np.ndarray | None = None
         self._ztz: ZtZOperator | None = None
+        self._last: tuple[np.ndarray, bool, float, np.ndarray] | None = None
 
     def _choose_kernel(self, name: str):
         """The kernel asked for; for "auto" the Schur kernel unless its dense part is wasteful.
@@ -164,7 +165,18 @@ class PLSWorkspace:
         )
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
+        cached = self._cached(theta, reml)
+        if cached is not None:
+            return cached[0]
         return profiled_deviance(self.evaluate(theta), self.cp.n, self.cp.p, reml)
+
+    def _cached(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray] | None:
+        """The last value and gradient, if computed at this theta and criterion: a fit asks
+        for them again at the optimum (the final value, the convergence checks)."""
+        last = self._last
+        if last is not None and last[1] == reml and np.array_equal(last[0], theta):
+            return last[2], last[3].copy()
+        return None
 
     @property
     def has_gradient(self) -> bool:
@@ -175,6 +187,9 @@ class PLSWorkspace:
         """The criterion and its exact gradient in theta (:mod:`lmm_sparse.gradient`)."""
         if not self.has_gradient:
             raise ValueError(f"the {self.describe()} kernel has no exact gradient")
+        cached = self._cached(theta, reml)
+        if cached is not None:
+            return cached
         ev = self.evaluate(theta)
         value = profiled_deviance(ev, self.cp.n, self.cp.p, reml)
         if not np.isfinite(value):
@@ -198,6 +213,7 @@ class PLSWorkspace:
             self.re, self.cp, self._ztz, templates, u, CX, beta, ev.RX, ev.pwrss,
             self.kernel.inverse_blocks(), reml,
         )
+        self._last = (ev.theta.copy(), reml, value, grad.copy())
         return value, grad
 
     def _ensure(self, theta: np.ndarray) -> None:

@@ -122,3 +122,17 @@ def test_cholmod_kernel_has_no_gradient_and_fits_derivative_free():
     with pytest.raises(ValueError, match="no exact gradient"):
         model.objective_and_gradient(model.re.theta0)
     assert model.fit().optinfo.method == "cobyqa"
+
+
+def test_repeated_calls_at_one_theta_agree():
+    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 13), reml=False)
+    rng = np.random.default_rng(14)
+    t1, t2 = _theta(model, rng, zero=False), _theta(model, rng, zero=False)
+    v1, g1 = model.objective_and_gradient(t1)
+    v2, g2 = model.objective_and_gradient(t2)
+    g2[:] = 0.0  # a caller's change to a returned gradient must not leak into later calls
+    again = model.objective_and_gradient(t2)
+    assert again[0] == v2 and model.objective(t2) == v2 and np.any(again[1] != 0)
+    assert model.objective(t1) == pytest.approx(v1, rel=1e-12)
+    # the REML criterion at the same theta is another function
+    assert model.workspace.objective(t2, reml=True) != pytest.approx(v2, rel=1e-9)
