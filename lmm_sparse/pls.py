@@ -144,6 +144,7 @@ class PLSWorkspace:
         """Refactor at theta and solve the PLS problem. Cost independent of n."""
         theta = np.array(theta, dtype=float)
         templates = self.re.templates(theta)
+        self._last = None  # a new factorization: the remembered value is not reused past it
         self.kernel.factor(templates)
         self.theta = theta
         M = self.cp.XyXy - self.kernel.gram(self.lambda_t_ztxy(templates))
@@ -171,8 +172,10 @@ class PLSWorkspace:
         return profiled_deviance(self.evaluate(theta), self.cp.n, self.cp.p, reml)
 
     def _cached(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray] | None:
-        """The last value and gradient, if computed at this theta and criterion: a fit asks
-        for them again at the optimum (the final value, the convergence checks)."""
+        """The last value and gradient, if computed at this theta and criterion with no
+        evaluation since: a fit asks for them again at the optimum (the final value, the
+        convergence checks). Any evaluation forgets them, so timing an evaluation and
+        then the gradient measures the gradient's real cost."""
         last = self._last
         if last is not None and last[1] == reml and np.array_equal(last[0], theta):
             return last[2], last[3].copy()

@@ -134,5 +134,10 @@ def test_repeated_calls_at_one_theta_agree():
     again = model.objective_and_gradient(t2)
     assert again[0] == v2 and model.objective(t2) == v2 and np.any(again[1] != 0)
     assert model.objective(t1) == pytest.approx(v1, rel=1e-12)
+    # an evaluation in between: the gradient is computed again, to the same numbers
+    model.workspace.evaluate(t2)
+    assert model.workspace._last is None
+    v3, g3 = model.objective_and_gradient(t2)
+    assert v3 == pytest.approx(v2, rel=1e-12) and np.allclose(g3, again[1], rtol=1e-8)
     # the REML criterion at the same theta is another function
     assert model.workspace.objective(t2, reml=True) != pytest.approx(v2, rel=1e-9)
