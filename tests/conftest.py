@@ -481,3 +481,31 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
             where + f"{len(errors)} mismatch(es) with lme4{better}; criterion {res.objective:.6f} "
             f"vs lme4 {ref['objective']:.6f}:\n  " + "\n  ".join(errors)
         )
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def synthetic_frame(
+    n: int, seed: int, a_levels: int = 15, b_levels: int = 6, slopes: bool = False
+) -> pd.DataFrame:
+    """Random crossed factors a, b, c, predictors x, z, f and a response with an
+    intercept per level of a (and, with ``slopes``, an x slope per level of a and an
+    intercept per level of b, so that such models are not singular)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "a": rng.integers(0, a_levels, n),
+            "b": rng.integers(0, b_levels, n),
+            "c": rng.integers(0, 4, n),
+            "x": rng.normal(size=n),
+            "z": rng.normal(size=n),
+            "f": rng.choice(["p", "q", "r"], n),
+        }
+    )
+    y = df["x"] + rng.normal(size=n) + rng.normal(size=a_levels)[df["a"]]
+    if slopes:
+        y += df["x"] * rng.normal(scale=0.5, size=a_levels)[df["a"]]
+        y += rng.normal(size=b_levels)[df["b"]]
+    df["y"] = y
+    return df

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_frame
 
 from lmm_sparse import LinearMixedModel
 from lmm_sparse.crossprod import ZtZOperator
@@ -25,21 +26,7 @@ FORMULAS = [
 
 
 def _data(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(
-        {
-            "a": rng.integers(0, 25, n),
-            "b": rng.integers(0, 8, n),
-            "c": rng.integers(0, 4, n),
-            "x": rng.normal(size=n),
-            "z": rng.normal(size=n),
-            "f": rng.choice(["p", "q", "r"], n),
-        }
-    )
-    slope = rng.normal(scale=0.5, size=25)[df["a"]]
-    df["y"] = (df["x"] * (1 + slope) + rng.normal(size=n) + rng.normal(size=25)[df["a"]]
-               + rng.normal(size=8)[df["b"]])
-    return df
+    return synthetic_frame(n, seed, a_levels=25, b_levels=8, slopes=True)
 
 
 def _theta(model: LinearMixedModel, rng: np.random.Generator, zero: bool) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import synthetic_frame
 
 from lmm_sparse import LinearMixedModel
 from lmm_sparse.kernel_schur import SchurKernel
@@ -19,18 +20,7 @@ FORMULAS = [
 
 
 def _data(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(
-        {
-            "a": rng.integers(0, 15, n),
-            "b": rng.integers(0, 6, n),
-            "c": rng.integers(0, 4, n),
-            "x": rng.normal(size=n),
-            "f": rng.choice(["p", "q", "r"], n),
-        }
-    )
-    df["y"] = df["x"] + rng.normal(size=n) + rng.normal(size=15)[df["a"]]
-    return df
+    return synthetic_frame(n, seed)
 
 
 def _random_theta(model: LinearMixedModel, rng: np.random.Generator) -> np.ndarray:
