@@ -27,7 +27,7 @@ import numpy as np
 from .crossprod import CrossProducts, ZtZOperator
 from .terms import ReStructure, template_times
 
-__all__ = ["profiled_gradient", "template_gradient_to_theta"]
+__all__ = ["profiled_gradient", "logdet_sums", "template_gradient_to_theta"]
 
 
 def template_gradient_to_theta(N: list[np.ndarray]) -> np.ndarray:
