@@ -27,7 +27,7 @@ from .optimize import (
     resolve_method,
     with_blas_threads,
 )
-from .pls import PLSWorkspace, profiled_deviance
+from .pls import PLSWorkspace
 from .results import LmerResult, make_result
 from .terms import make_re_structure
 
@@ -91,9 +91,7 @@ class LinearMixedModel:
 
     def objective(self, theta: np.ndarray) -> float:
         """REML criterion or ML deviance at theta (lme4's devfun)."""
-        theta = self._theta(theta)
-        ev = self.workspace.evaluate(theta)
-        return profiled_deviance(ev, self.cp.n, self.cp.p, self.reml)
+        return self.workspace.objective(self._theta(theta), self.reml)
 
     def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion and its exact gradient in theta (kernels with a selected inverse)."""
@@ -181,7 +179,8 @@ def lmer(
         gradient when the kernel gives one, else COBYQA), "L-BFGS-B" (exact gradient when
         available, else central differences), "cobyqa", "Nelder-Mead" or "Powell".
     kernel: "auto" (the Schur kernel, which gives the exact gradient, unless its dense part
-        would exceed 3000 columns; then CHOLMOD), "cholmod" (CHOLMOD on the whole PLS
+        would exceed 3000 columns or be big and mostly zero, as in nested designs with many
+        upper-level groups; then CHOLMOD), "cholmod" (CHOLMOD on the whole PLS
         system) or "schur" (leading block eliminated, dense Schur complement).
     start: start values for theta (lme4's order); default 1 on diagonals, 0 elsewhere.
     maxfev: limit on criterion evaluations.

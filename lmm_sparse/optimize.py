@@ -51,7 +51,9 @@ class OptSummary:
     seconds: wall time of the optimization.
     optimizer_message: what the optimizer said when it stopped.
     messages: lme4-style convergence messages (empty when all checks passed).
-    gradient, hessian: finite-difference derivatives at the optimum (None if not computed).
+    gradient, hessian: derivatives at the optimum for the convergence checks (the exact
+        gradient and differences of it when there is one, else finite differences; None if
+        not computed).
     """
 
     method: str

@@ -201,12 +201,8 @@ class PLSWorkspace:
             self._ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
         p, beta = self.cp.p, ev.beta - self.cp.beta0  # beta for y0
-        # Lambda' Z'(y0 - X beta): one column; REML also needs C_X = A^{-1} Lambda' Z'X
-        ztr = [Z[:, :, p] - Z[:, :, :p] @ beta for Z in self.cp.ZtXy]
-        rhs = np.concatenate([
-            template_times(T, z[:, :, None], transpose=True).ravel()
-            for T, z in zip(templates, ztr, strict=True)
-        ])
+        # u's right-hand side: one column; REML also needs C_X = A^{-1} Lambda' Z'X
+        rhs = self._residual_rhs(templates, beta)
         if reml and p:
             U = self.kernel.solve(np.column_stack([self.lambda_t_ztxy(templates)[:, :p], rhs]))
             u, CX = U[:, p], U[:, :p]
@@ -226,8 +222,17 @@ class PLSWorkspace:
     def spherical_modes(self, ev: PLSEval) -> np.ndarray:
         """u = (A + I)^{-1} Lambda' Z' (y - X beta) at ev.theta (eq. 17), shape (q,)."""
         self._ensure(ev.theta)
-        B = self.lambda_t_ztxy(self.re.templates(ev.theta))
-        return self.kernel.solve(B[:, -1] - B[:, :-1] @ (ev.beta - self.cp.beta0))
+        rhs = self._residual_rhs(self.re.templates(ev.theta), ev.beta - self.cp.beta0)
+        return self.kernel.solve(rhs)
+
+    def _residual_rhs(self, templates: list[np.ndarray], beta: np.ndarray) -> np.ndarray:
+        """Lambda' Z'(y0 - X beta), shape (q,), for ``beta`` fitted to y0: one column from
+        the cross-products, without forming all p + 1 columns of Lambda' Z'[X y0]."""
+        p = self.cp.p
+        return np.concatenate([
+            template_times(T, (Z[:, :, p] - Z[:, :, :p] @ beta)[:, :, None], transpose=True).ravel()
+            for T, Z in zip(templates, self.cp.ZtXy, strict=True)
+        ])
 
     def inverse_diagonal_blocks(self, theta: np.ndarray, i: int, chunk: int = 2048) -> np.ndarray:
         """Diagonal k_i x k_i blocks of (A + I)^{-1} for every level of term i.
