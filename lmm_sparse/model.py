@@ -55,6 +55,7 @@ class LinearMixedModel:
         start = time.perf_counter()
         self.formula = formula
         self.reml = bool(reml)
+        self.kernel_name = kernel
         parsed = parse_formula(formula)
         if isinstance(data, pd.DataFrame):
             parsed = quote_names(parsed, data.columns)
