@@ -21,6 +21,7 @@ from .errors import (
     RankDeficiencyWarning,
     SingularFitWarning,
 )
+from .lrt import anova
 from .model import LinearMixedModel, lmer
 from .results import LmerResult
 
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "anova",
     "LinearMixedModel",
     "LmerResult",
     "datasets",

@@ -76,15 +76,52 @@ class LmerResult:
     dropped: tuple[str, ...]
     model: Any = field(repr=False, compare=False)
     _b: tuple[np.ndarray, ...] = field(repr=False, compare=False)
+    # Derived quantities computed on request (e.g. the Satterthwaite Hessian): the
+    # estimates never change, so they are worked out at most once per fit.
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def coef_table(self) -> pd.DataFrame:
-        """Estimate, standard error and t value of each fixed effect (lme4's summary table)."""
-        se = np.sqrt(np.diag(self.vcov.to_numpy()))
-        return pd.DataFrame(
-            {"estimate": self.fixef.to_numpy(), "std_error": se,
-             "t_value": self.fixef.to_numpy() / se},
-            index=self.fixef.index,
-        )
+    def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
+        """Estimate, std_error, df, t_value and p_value of each fixed effect.
+
+        ``ddf``: "satterthwaite" (default, as lmerTest), "kenward-roger" (REML fits),
+        "residual" (n - p) or None (z tests: estimate, std_error, z_value, p_value).
+        See :mod:`lmm_sparse.hypothesis`.
+        """
+        from .hypothesis import coef_table
+
+        return coef_table(self, ddf)
+
+    def anova(self, type: int | str = 3, ddf: str | None = "satterthwaite") -> pd.DataFrame:
+        """F test of each fixed term (type 1, 2 or 3), as lmerTest's ``anova(m)``."""
+        from .hypothesis import anova_table
+
+        return anova_table(self, type, ddf)
+
+    def confint(
+        self,
+        method: str = "profile",
+        level: float = 0.95,
+        *,
+        which: list[str] | None = None,
+        nsim: int = 1000,
+        seed: int | None = None,
+        n_jobs: int | None = 1,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Intervals for sd_/cor_ parameters, sigma and the fixed effects, as lme4's
+        ``confint(m, method, oldNames = FALSE)``: "profile", "wald" or "boot"
+        (see :mod:`lmm_sparse.confint`)."""
+        from .confint import confint
+
+        return confint(self, method, level, which=which, nsim=nsim, seed=seed,
+                       n_jobs=n_jobs, progress=progress)
+
+    def profile(self, which=None, *, progress: bool = True, n_jobs: int | None = 1,
+                **options: Any) -> pd.DataFrame:
+        """The likelihood profile behind the profile intervals (:mod:`lmm_sparse.profile`)."""
+        from .profile import profile
+
+        return profile(self, which, progress=progress, n_jobs=n_jobs, **options)
 
     def ranef_condvar(self) -> dict[str, np.ndarray]:
         """Conditional variances of the random effects (lme4's ranef(condVar = TRUE)).

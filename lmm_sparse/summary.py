@@ -99,7 +99,8 @@ def _corr_cells(vc, group: str, name: str, idx: int, sd_rows) -> str:
 
 
 def _fixed_block(res: LmerResult) -> list[str]:
-    table = res.coef_table()
+    table = res.coef_table(ddf=None)  # lme4's summary: no df
+    table = table.rename(columns={"z_value": "t_value"})
     se_min = float(np.nanmin(table["std_error"])) if len(table) else 1.0
     dig = max(0, 4 - math.floor(math.log10(se_min)) - 1) if se_min > 0 else 4
     est = [f"{v:.{dig}f}" for v in table["estimate"]]

@@ -376,7 +376,7 @@ def compare_to_lme4(res, ref: dict, label: str = "") -> None:
     )
 
     # fixed effects and standard errors, matched by name
-    table = res.coef_table()
+    table = res.coef_table(ddf=None)
     ours_by_key = {_name_key(n): n for n in res.fixef.index}
     ref_keys = {_name_key(n): n for n in ref["fixef"]}
     check(

@@ -145,7 +145,7 @@ def test_comparator_accepts_the_fit(sleep_case):
 
 def test_comparator_rejects_each_kind_of_difference(sleep_case):
     res, ref = sleep_case
-    se = res.coef_table()["std_error"]
+    se = res.coef_table(ddf=None)["std_error"]
     vc = res.varcorr.copy()
     vc.loc[0, "sdcor"] *= 1.01
     corr = res.varcorr.copy()
