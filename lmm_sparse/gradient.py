@@ -27,7 +27,7 @@ import numpy as np
 from .crossprod import CrossProducts, ZtZOperator
 from .terms import ReStructure, template_times
 
-__all__ = ["profiled_gradient", "logdet_sums", "template_gradient_to_theta"]
+__all__ = ["profiled_gradient", "gradient_parts", "logdet_sums", "template_gradient_to_theta"]
 
 
 def template_gradient_to_theta(N: list[np.ndarray]) -> np.ndarray:
@@ -73,6 +73,42 @@ def logdet_sums(
     return out
 
 
+def gradient_parts(
+    re: ReStructure,
+    cp: CrossProducts,
+    ztz: ZtZOperator,
+    templates: list[np.ndarray],
+    u: np.ndarray,
+    CX: np.ndarray | None,
+    beta: np.ndarray,
+    RX: np.ndarray,
+    inverse_blocks: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients in theta of ``ldL2 (+ ldRX2 when CX is given)`` and of ``pwrss``.
+
+    ``u``: the spherical modes (q,); ``CX = A^{-1} Lambda' Z'X`` (q x p), needed for the
+    REML term only; ``beta`` for y0 (the evaluation's beta minus ``cp.beta0``); RX from
+    the evaluation. Needs ``G Lambda V`` for one column without CX, p + 1 with it.
+    """
+    p = cp.p
+    V = u[:, None] if CX is None else np.column_stack([CX, u])
+    Vt = _per_term(re, V)
+    GLV = ztz.times([template_times(T, Vi) for T, Vi in zip(templates, Vt, strict=True)])
+    Y = None
+    if CX is not None:
+        RXinv = np.linalg.inv(RX)
+        Y = RXinv @ RXinv.T  # (R_X' R_X)^{-1}
+    logdet = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
+    pwrss = []
+    for i, (ZtXy, GLVi, Vi) in enumerate(zip(cp.ZtXy, GLV, Vt, strict=True)):
+        w = ZtXy[:, :, p] - ZtXy[:, :, :p] @ beta - GLVi[:, :, -1]  # Z'(y0 - X beta - Z Lambda u)
+        pwrss.append(-2.0 * (w.T @ Vi[:, :, -1]))
+        if Y is not None:
+            D = ZtXy[:, :, :p] - GLVi[:, :, :p]  # Z'(X - Z Lambda C_X)
+            logdet[i] -= 2.0 * np.einsum("lap,pq,lbq->ab", D, Y, Vi[:, :, :p], optimize=True)
+    return template_gradient_to_theta(logdet), template_gradient_to_theta(pwrss)
+
+
 def profiled_gradient(
     re: ReStructure,
     cp: CrossProducts,
@@ -86,26 +122,8 @@ def profiled_gradient(
     inverse_blocks: list[np.ndarray],
     reml: bool,
 ) -> np.ndarray:
-    """Gradient of the ML deviance or REML criterion at the theta of ``templates``.
-
-    ``u``: the spherical modes (q,); ``CX = A^{-1} Lambda' Z'X`` (q x p), needed for REML
-    only; ``beta`` for y0 (the evaluation's beta minus ``cp.beta0``); RX and pwrss from the
-    evaluation. ML needs ``G Lambda V`` for one column, REML for p + 1.
-    """
-    p = cp.p
-    V = u[:, None] if CX is None else np.column_stack([CX, u])
-    Vt = _per_term(re, V)
-    GLV = ztz.times([template_times(T, Vi) for T, Vi in zip(templates, Vt, strict=True)])
-    scale = (cp.n - p if reml else cp.n) / pwrss
-    Y = None
-    if CX is not None:
-        RXinv = np.linalg.inv(RX)
-        Y = RXinv @ RXinv.T  # (R_X' R_X)^{-1}
-    N = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
-    for i, (ZtXy, GLVi, Vi) in enumerate(zip(cp.ZtXy, GLV, Vt, strict=True)):
-        w = ZtXy[:, :, p] - ZtXy[:, :, :p] @ beta - GLVi[:, :, -1]  # Z'(y0 - X beta - Z Lambda u)
-        N[i] -= 2.0 * scale * (w.T @ Vi[:, :, -1])
-        if Y is not None:
-            D = ZtXy[:, :, :p] - GLVi[:, :, :p]  # Z'(X - Z Lambda C_X)
-            N[i] -= 2.0 * np.einsum("lap,pq,lbq->ab", D, Y, Vi[:, :, :p], optimize=True)
-    return template_gradient_to_theta(N)
+    """Gradient of the ML deviance or REML criterion at the theta of ``templates``:
+    ``d logdets + (n or n - p) / pwrss * d pwrss`` (see :func:`gradient_parts`)."""
+    logdet, dpwrss = gradient_parts(re, cp, ztz, templates, u, CX if reml else None, beta, RX,
+                                    inverse_blocks)
+    return logdet + (cp.n - cp.p if reml else cp.n) / pwrss * dpwrss

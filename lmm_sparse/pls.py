@@ -41,7 +41,7 @@ from .kernel_sparse import CholmodKernel
 from .optimize import default_blas_threads
 from .terms import ReStructure, template_times
 
-__all__ = ["PLSEval", "PLSWorkspace", "profiled_deviance", "KERNELS"]
+__all__ = ["PLSEval", "PLSWorkspace", "DensePLS", "profiled_deviance", "KERNELS", "DENSE_MAX_Q"]
 
 KERNELS = ("auto", "cholmod", "schur")
 # Above this many columns outside the leading term the dense Schur complement costs more
@@ -91,6 +91,17 @@ def profiled_deviance(ev: PLSEval, n: int, p: int, reml: bool) -> float:
     return ev.ldL2 + n * (1.0 + math.log(2.0 * math.pi * ev.pwrss / n))
 
 
+class _SharedKernel:
+    """What workspaces sharing one kernel (:meth:`PLSWorkspace.with_cross_products`) share
+    besides it: which of them made the kernel's current factor, at which theta, and the
+    Z'Z operator of the gradient (it depends on Z'Z only)."""
+
+    def __init__(self) -> None:
+        self.owner: PLSWorkspace | None = None
+        self.theta: np.ndarray | None = None
+        self.ztz: ZtZOperator | None = None
+
+
 class PLSWorkspace:
     """The mutable part: a factor of ``Lambda' Z'Z Lambda + I`` at the current theta.
 
@@ -107,9 +118,36 @@ class PLSWorkspace:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self.re, self.cp = re, cp
         self.kernel = self._choose_kernel(kernel)
-        self.theta: np.ndarray | None = None
-        self._ztz: ZtZOperator | None = None
+        self._shared = _SharedKernel()
         self._last: tuple[np.ndarray, bool, float, np.ndarray] | None = None
+
+    def with_cross_products(self, cp: CrossProducts) -> PLSWorkspace:
+        """A workspace for the same structure and a new response (``cp`` from
+        :func:`~lmm_sparse.crossprod.with_response`), sharing this one's kernel.
+
+        The kernel holds the fixed pattern, CHOLMOD's symbolic analysis or the Schur
+        kernel's index maps; it reads only ``cp.blocks`` (Z'Z), which a new response leaves
+        unchanged. So nothing is analyzed again: the new workspace costs O(1). The two
+        workspaces share the kernel's numeric factor too, through one ``_SharedKernel``:
+        whichever evaluated last owns it, and the other refactors before reading it.
+        """
+        if cp.blocks is not self.cp.blocks:
+            raise ValueError("a workspace can only be shared with cross-products of the same Z")
+        other = object.__new__(PLSWorkspace)
+        other.re, other.cp, other.kernel = self.re, cp, self.kernel
+        other._shared = self._shared
+        other._last = None
+        return other
+
+    @property
+    def theta(self) -> np.ndarray | None:
+        """The theta of the kernel's current factor if this workspace made it, else None."""
+        shared = self._shared
+        return shared.theta if shared.owner is self else None
+
+    def _mark_factored(self, theta: np.ndarray) -> None:
+        self._shared.owner = self
+        self._shared.theta = theta
 
     def _choose_kernel(self, name: str):
         """The kernel asked for; for "auto" the Schur kernel unless its dense part is wasteful.
@@ -146,7 +184,7 @@ class PLSWorkspace:
         templates = self.re.templates(theta)
         self._last = None  # a new factorization: the remembered value is not reused past it
         self.kernel.factor(templates)
-        self.theta = theta
+        self._mark_factored(theta)
         M = self.cp.XyXy - self.kernel.gram(self.lambda_t_ztxy(templates))
         p = self.cp.p
         ldL2 = self.kernel.logdet()
@@ -197,8 +235,8 @@ class PLSWorkspace:
         value = profiled_deviance(ev, self.cp.n, self.cp.p, reml)
         if not np.isfinite(value):
             return value, np.full(len(ev.theta), np.nan)
-        if self._ztz is None:
-            self._ztz = ZtZOperator(self.re, self.cp)
+        if self._shared.ztz is None:  # Z'Z only: shared by with_cross_products workspaces
+            self._shared.ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
         p, beta = self.cp.p, ev.beta - self.cp.beta0  # beta for y0
         # u's right-hand side: one column; REML also needs C_X = A^{-1} Lambda' Z'X
@@ -209,7 +247,7 @@ class PLSWorkspace:
         else:
             u, CX = self.kernel.solve(rhs), None
         grad = profiled_gradient(
-            self.re, self.cp, self._ztz, templates, u, CX, beta, ev.RX, ev.pwrss,
+            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, ev.RX, ev.pwrss,
             self.kernel.inverse_blocks(), reml,
         )
         self._last = (ev.theta.copy(), reml, value, grad.copy())
@@ -247,6 +285,7 @@ class PLSWorkspace:
             return self.kernel.inverse_blocks()[index].copy()
         kernel = self.kernel
         kernel.factor(self.re.templates(np.asarray(theta, dtype=float)))
+        self._mark_factored(np.asarray(theta, dtype=float))
         term, off = self.re.terms[i], self.re.offsets[i]
         k, nlev, q = term.k, term.nlevels, self.re.q
         out = np.empty((nlev, k, k))
@@ -261,8 +300,6 @@ class PLSWorkspace:
                 for b in range(a + 1):
                     dots = np.asarray(Y[:, a::k].multiply(Y[:, b::k]).sum(axis=0)).ravel()
                     out[start:stop, a, b] = out[start:stop, b, a] = dots
-        if kernel is self.kernel:
-            self.theta = np.asarray(theta, dtype=float)
         return out
 
     def blas_threads(self) -> int:
@@ -276,3 +313,153 @@ class PLSWorkspace:
 
     def describe(self) -> str:
         return self.kernel.describe()
+
+
+# Largest q for which DensePLS is used for refits: its evaluation costs a few q x q BLAS-3
+# products (~8 q^3 flops with the gradient), against the sparse kernels' Python-bound
+# overhead of a few hundred microseconds per evaluation with the gradient.
+DENSE_MAX_Q = 120
+
+
+class DensePLS:
+    """The profiled criterion and its exact gradient from dense q x q matrices, for small q.
+
+    Same quantities as :class:`PLSWorkspace` with the same formulas (JSS paper eqs. 18-21,
+    34, 41; the gradient of :mod:`lmm_sparse.gradient`), computed with a handful of dense
+    BLAS/LAPACK calls on ``G = Z'Z``, ``Lambda`` and ``F = Z'[X y0]``:
+
+        A + I = Lambda' G Lambda + I = L L'      W = L^{-1} Lambda' F
+        M = [X y0]'[X y0] - W'W = R'R            (R_X, beta, pwrss from R as in evaluate)
+        d/dLambda:  2 G Lambda P  -  2 (nmp / pwrss) w u'  [-  2 D Y C_X'  (REML)]
+
+    with ``P = (A + I)^{-1}``, ``u = P Lambda'(F_y - F_X beta)``,
+    ``w = F_y - F_X beta - G Lambda u``, ``C_X = P Lambda' F_X``, ``D = F_X - G Lambda C_X``
+    and ``Y = (R_X'R_X)^{-1}``; the theta gradient sums the Lambda gradient over the
+    positions each theta element fills. At sleepstudy's size (q = 36) one evaluation with
+    gradient costs tens of microseconds, against ~1 ms through a sparse kernel, whose cost
+    there is per-call overhead: that is what makes the bootstrap's thousand refits fast.
+    Read-only once built; :meth:`with_cross_products` gives one for a new response that
+    shares G and the index maps.
+    """
+
+    def __init__(self, re: ReStructure, cp: CrossProducts) -> None:
+        q = re.q
+        if q > DENSE_MAX_Q:
+            raise ValueError(f"DensePLS is for q <= {DENSE_MAX_Q}, got q = {q}")
+        self.re, self.cp = re, cp
+        G = np.zeros((q, q))
+        for b in cp.blocks:
+            ki, kj = re.terms[b.i].k, re.terms[b.j].k
+            a, c = np.indices((ki, kj)).reshape(2, -1)
+            rows = (re.offsets[b.i] + b.rows[:, None] * ki + a).ravel()
+            cols = (re.offsets[b.j] + b.cols[:, None] * kj + c).ravel()
+            G[rows, cols] = b.C.ravel()
+            G[cols, rows] = b.C.ravel()
+        self._G = G
+        # Lambda.flat[index] = theta[source]: T_i.T[triu] = theta_i puts theta element e of a
+        # template at row cols_e, column rows_e of every level's block (see ReStructure).
+        index, source = [], []
+        for i, term in enumerate(re.terms):
+            k = term.k
+            r, c = np.triu_indices(k)
+            base = re.offsets[i] + np.arange(term.nlevels)[:, None] * k
+            index.append(((base + c) * q + (base + r)).ravel())
+            source.append(np.tile(re.theta_offsets[i] + np.arange(len(r)), term.nlevels))
+        self._index = np.concatenate(index)
+        self._source = np.concatenate(source)
+        self._ntheta = re.ntheta
+        self._set_response(cp)
+
+    def _set_response(self, cp: CrossProducts) -> None:
+        self.cp = cp
+        self._F = np.concatenate([Z.reshape(-1, Z.shape[2]) for Z in cp.ZtXy], axis=0)
+
+    def with_cross_products(self, cp: CrossProducts) -> DensePLS:
+        """The same structure with a new response's cross-products (shares G, index maps)."""
+        other = object.__new__(DensePLS)
+        other.re, other._G, other._index = self.re, self._G, self._index
+        other._source, other._ntheta = self._source, self._ntheta
+        other._set_response(cp)
+        return other
+
+    def _solve(self, theta: np.ndarray):
+        """The factors at theta, or None where A + I or M is not positive definite."""
+        q = self._G.shape[0]
+        Lam = np.zeros((q, q))
+        Lam.flat[self._index] = theta[self._source]
+        GL = self._G @ Lam
+        A = Lam.T @ GL
+        A.flat[:: q + 1] += 1.0
+        L, info = _dpotrf(A, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            return None
+        B = Lam.T @ self._F
+        W = _dtrtrs(L, B, lower=1)[0]
+        R, info = _dpotrf(self.cp.XyXy - W.T @ W, lower=0, clean=1)
+        if info != 0:
+            return None
+        return Lam, GL, L, B, R
+
+    def evaluate(self, theta: np.ndarray) -> PLSEval:
+        """The PLS solution at theta, as :meth:`PLSWorkspace.evaluate`."""
+        theta = np.array(theta, dtype=float)
+        p = self.cp.p
+        parts = self._solve(theta)
+        if parts is None:
+            return PLSEval(theta, math.inf, math.inf, 0.0, np.full(p, np.nan),
+                           np.full((p, p), np.nan))
+        _, _, L, _, R = parts
+        RX = R[:p, :p]
+        beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)
+        return PLSEval(
+            theta=theta,
+            ldL2=2.0 * float(np.sum(np.log(np.diag(L)))),
+            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX)))),
+            pwrss=float(R[p, p] ** 2),
+            beta=beta + self.cp.beta0,
+            RX=RX,
+        )
+
+    def objective(self, theta: np.ndarray, reml: bool) -> float:
+        return profiled_deviance(self.evaluate(theta), self.cp.n, self.cp.p, reml)
+
+    def objective_and_gradient(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
+        """The criterion and its exact gradient in theta (formulas in the class docstring)."""
+        theta = np.asarray(theta, dtype=float)
+        n, p = self.cp.n, self.cp.p
+        parts = self._solve(theta)
+        if parts is None:
+            return math.inf, np.full(self._ntheta, np.nan)
+        Lam, GL, L, B, R = parts
+        RX = R[:p, :p]
+        pwrss = float(R[p, p] ** 2)
+        if not (np.isfinite(pwrss) and pwrss > 0):
+            return math.inf, np.full(self._ntheta, np.nan)
+        ldL2 = 2.0 * float(np.sum(np.log(np.diag(L))))
+        ldRX2 = 2.0 * float(np.sum(np.log(np.diag(RX))))
+        nmp = n - p if reml else n
+        value = (ldL2 + (ldRX2 if reml else 0.0)
+                 + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp)))
+        beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)  # for y0
+        Pl, _ = _dpotri(L, lower=1)
+        P = np.tril(Pl) + np.tril(Pl, -1).T  # dpotri fills the lower triangle only
+        F = self._F
+        u = P @ (B[:, p] - B[:, :p] @ beta)
+        w = F[:, p] - F[:, :p] @ beta - GL @ u
+        N = 2.0 * (GL @ P) - (2.0 * nmp / pwrss) * np.outer(w, u)
+        if reml and p:
+            CX = P @ B[:, :p]
+            D = F[:, :p] - GL @ CX
+            RXinv = _dtrtri(RX, lower=0)[0]
+            N -= 2.0 * (D @ (RXinv @ RXinv.T)) @ CX.T
+        grad = np.bincount(self._source, weights=N.flat[self._index], minlength=self._ntheta)
+        return value, grad
+
+    def describe(self) -> str:
+        return f"dense q x q, q = {self._G.shape[0]}"
+
+
+_dpotrf = scipy.linalg.lapack.dpotrf
+_dpotri = scipy.linalg.lapack.dpotri
+_dtrtrs = scipy.linalg.lapack.dtrtrs
+_dtrtri = scipy.linalg.lapack.dtrtri
