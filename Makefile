@@ -93,6 +93,12 @@ bench: bench-setup
 bench-compare: setup
 	$(PY) -m benchmarks.compare
 
+# 1,000 parametric bootstrap refits of sleepstudy, lmm_sparse against lme4's bootMer in
+# the same run; writes docs/bootstrap_benchmark.md (BENCH_ARGS: --nsim N, --no-parallel).
+.PHONY: bench-bootstrap
+bench-bootstrap: bench-setup
+	$(PY) -m benchmarks.bootstrap $(BENCH_ARGS)
+
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -66,12 +66,17 @@ def confint(
     level: float = 0.95,
     *,
     which: list[str] | None = None,
-    nsim: int = 1000,
+    nsim: int = 500,
     seed: int | None = None,
+    boot_type: str = "perc",
     n_jobs: int | None = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Intervals by ``method`` (see the module docstring); ``which`` selects rows."""
+    """Intervals by ``method`` (see the module docstring); ``which`` selects rows.
+
+    Bootstrap options (lme4's defaults): ``nsim`` replicates, ``boot_type`` "perc"
+    (percentile), "basic" or "norm"; ``seed`` makes them reproducible.
+    """
     key = str(method).strip().lower()
     if key not in CONFINT_METHODS:
         raise ModelSpecError(f"method must be one of {CONFINT_METHODS}, got {method!r}")
@@ -87,7 +92,7 @@ def confint(
         from .bootstrap import boot_confint
 
         boot = result.bootstrap(nsim=nsim, seed=seed, n_jobs=n_jobs, progress=progress)
-        table = boot_confint(boot, level=level)
+        table = boot_confint(boot, level=level, type=boot_type)
     if which is not None and key != "profile":
         unknown = [w for w in which if w not in table.index]
         if unknown:

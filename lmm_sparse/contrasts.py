@@ -178,7 +178,9 @@ def _type3(
         try:
             mm = model_matrix(f"0 + {term.label}", frame, na_action="ignore")
         except Exception as exc:  # pragma: no cover - the term encoded once already
-            raise ModelSpecError(f"cannot encode term {term.label!r} in cell means: {exc}") from None
+            raise ModelSpecError(
+                f"cannot encode term {term.label!r} in cell means: {exc}"
+            ) from None
         cell_blocks.append(np.asarray(mm, dtype=float))
         cell_keys.extend(_column_key(str(c)) for c in mm.columns)
     cells = np.hstack(cell_blocks)

@@ -7,15 +7,24 @@ work: the nonzero blocks of Z'Z (per pair of levels that co-occur), Z'[X y] per 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import scipy.sparse as sp
 
 from .terms import ReStructure
 
-__all__ = ["ZtZBlock", "CrossProducts", "ZtZOperator", "make_cross_products", "block_values"]
+__all__ = [
+    "ZtZBlock",
+    "CrossProducts",
+    "ZtZOperator",
+    "ResponseUpdate",
+    "make_cross_products",
+    "block_values",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,50 @@ def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossP
     return CrossProducts(
         n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0
     )
+
+
+class ResponseUpdate:
+    """The cross-products of the same model with another response, in O(nnz(Z) + n p).
+
+    A new y changes only Z'y0, X'y0, y0'y0 and beta0 (y0 = y - X beta0); the blocks of Z'Z,
+    Z'X and X'X are shared with the original cross-products, so a refit's kernel keeps its
+    structure (lme4's refit() likewise only resets the response). Built once per model:
+    Z' as a CSR matrix and the Cholesky factor of X'X (the leading block of ``XyXy``).
+
+    beta0 comes from the normal equations with one step of iterative refinement, which
+    leaves an X-component in y0 of order eps * cond(X)^2 * |y| at worst: negligible
+    against y0 itself, which is all beta0 is for (see CrossProducts; any beta0 gives the
+    same fit, beta is corrected by it).
+    """
+
+    def __init__(self, re: ReStructure, X: np.ndarray, cp: CrossProducts) -> None:
+        self.cp, self.X = cp, X
+        self._Zt = re.Z().T.tocsr()
+        self._sizes = [t.nlevels * t.k for t in re.terms]
+        p = cp.p
+        self._XtX_chol = scipy.linalg.cho_factor(cp.XyXy[:p, :p], lower=True) if p else None
+
+    def _beta0(self, y: np.ndarray) -> np.ndarray:
+        if self._XtX_chol is None:
+            return np.zeros(0)
+        beta0 = scipy.linalg.cho_solve(self._XtX_chol, self.X.T @ y)
+        return beta0 + scipy.linalg.cho_solve(self._XtX_chol, self.X.T @ (y - self.X @ beta0))
+
+    def __call__(self, y: np.ndarray) -> CrossProducts:
+        cp, p = self.cp, self.cp.p
+        beta0 = self._beta0(y)
+        y0 = y - self.X @ beta0 if p else y
+        Zty0 = self._Zt @ y0
+        ZtXy, start = [], 0
+        for old, size in zip(cp.ZtXy, self._sizes, strict=True):
+            part = old.copy()  # Z_i'X is unchanged; only the last column is new
+            part[:, :, p] = Zty0[start : start + size].reshape(part.shape[:2])
+            ZtXy.append(part)
+            start += size
+        XyXy = cp.XyXy.copy()
+        XyXy[:p, p] = XyXy[p, :p] = self.X.T @ y0
+        XyXy[p, p] = y0 @ y0
+        return dataclasses.replace(cp, ZtXy=tuple(ZtXy), XyXy=XyXy, beta0=beta0)
 
 
 def block_values(block: ZtZBlock, templates: list[np.ndarray]) -> np.ndarray:

@@ -9,6 +9,8 @@ a user can run them one by one as with lme4's ``lFormula``/``mkLmerDevfun``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 import warnings
 
@@ -17,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from .crossprod import make_cross_products
+from .crossprod import ResponseUpdate, make_cross_products
 from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
@@ -27,7 +29,7 @@ from .optimize import (
     resolve_method,
     with_blas_threads,
 )
-from .pls import PLSWorkspace
+from .pls import DENSE_MAX_Q, DensePLS, PLSWorkspace
 from .results import LmerResult, make_result
 from .terms import make_re_structure
 
@@ -47,6 +49,9 @@ class LinearMixedModel:
     re: random-effects structure (:class:`~lmm_sparse.terms.ReStructure`).
     cp: cross-products (:class:`~lmm_sparse.crossprod.CrossProducts`).
     workspace: the PLS workspace (the one mutable part).
+
+    A model made by :meth:`with_response` has the new response in ``fixed.y`` and ``cp``;
+    its ``frame`` is the original model frame (the predictors), response column included.
     """
 
     def __init__(
@@ -68,6 +73,43 @@ class LinearMixedModel:
         self.cp = make_cross_products(self.re, self.fixed.X, self.fixed.y)
         self.workspace = PLSWorkspace(self.re, self.cp, kernel=kernel)
         self.setup_seconds = time.perf_counter() - start
+
+    def with_response(self, y: np.ndarray) -> LinearMixedModel:
+        """The same model with a new response: the data side of lme4's ``refit()``.
+
+        ``y`` has one finite value per observation used in the fit (the rows of ``frame``).
+        Everything that does not depend on y is shared, not rebuilt: the formula, frame, X,
+        the random-effects structure, Z'Z and Z'X, and the kernel with its symbolic
+        analysis (:meth:`PLSWorkspace.with_cross_products`). Only Z'y, X'y, y'y and beta0
+        are recomputed (:class:`~lmm_sparse.crossprod.ResponseUpdate`), O(nnz(Z) + n p).
+        Fit the result with ``fit(start=...)``.
+        """
+        y = _check_response(y, self.cp.n)
+        cp = self._response_update()(y)
+        other = copy.copy(self)  # shallow: shares the frame, structure and caches
+        other.fixed = dataclasses.replace(self.fixed, y=y)
+        other.cp = cp
+        other.workspace = self.workspace.with_cross_products(cp)
+        return other
+
+    def _response_update(self) -> ResponseUpdate:
+        """Made once per model and shared by its with_response models (it reads only the
+        parts of the cross-products a response does not change)."""
+        update = self.__dict__.get("_response_update_cache")
+        if update is None:
+            update = self._response_update_cache = ResponseUpdate(self.re, self.X, self.cp)
+        return update
+
+    def dense_pls(self) -> DensePLS | None:
+        """A dense evaluator of this model's criterion and gradient when q is small
+        (``q <= DENSE_MAX_Q``), else None: for many refits of a small model, where a sparse
+        kernel's per-call overhead dominates (see :class:`~lmm_sparse.pls.DensePLS`)."""
+        if self.re.q > DENSE_MAX_Q:
+            return None
+        base = self.__dict__.get("_dense_base")
+        if base is None:  # Z'Z and the index maps, shared by with_response models
+            base = self._dense_base = DensePLS(self.re, self.cp)
+        return base if base.cp is self.cp else base.with_cross_products(self.cp)
 
     @property
     def X(self) -> np.ndarray:
@@ -142,6 +184,38 @@ _CONVERGENCE_ADVICE = (
     "start=res.theta, or try optimizer='L-BFGS-B' or 'Nelder-Mead' and compare "
     "res.objective"
 )
+
+
+def _check_response(y, n: int) -> np.ndarray:
+    """A new response as a float copy (the caller's array is neither kept nor changed)."""
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 1:
+            raise DataError(f"the new response must be one column, got {y.shape[1]} columns")
+        y = y.iloc[:, 0]
+    try:
+        values = np.array(y, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"the new response must be numeric, got {type(y).__name__}"
+        ) from None
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise DataError(
+            f"the new response must be one value per observation, got shape {values.shape}"
+        )
+    if len(values) != n:
+        raise DataError(
+            f"the new response has {len(values)} values; the model has {n} observations "
+            "(the rows used in the fit)"
+        )
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise DataError(
+            f"the new response has {int(bad.sum())} missing or infinite value(s), first at "
+            f"position {int(np.argmax(bad))}"
+        )
+    return values
 
 
 def _check_identifiable(re, p: int, n: int) -> None:

@@ -35,7 +35,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from .crossprod import CrossProducts, ZtZOperator
-from .gradient import profiled_gradient
+from .gradient import gradient_parts
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
 from .optimize import default_blas_threads
@@ -226,15 +226,32 @@ class PLSWorkspace:
 
     def objective_and_gradient(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
         """The criterion and its exact gradient in theta (:mod:`lmm_sparse.gradient`)."""
-        if not self.has_gradient:
-            raise ValueError(f"the {self.describe()} kernel has no exact gradient")
         cached = self._cached(theta, reml)
         if cached is not None:
             return cached
-        ev = self.evaluate(theta)
+        ev, logdet, dpwrss = self.criterion_parts(theta, reml)
         value = profiled_deviance(ev, self.cp.n, self.cp.p, reml)
         if not np.isfinite(value):
             return value, np.full(len(ev.theta), np.nan)
+        grad = logdet + (self.cp.n - self.cp.p if reml else self.cp.n) / ev.pwrss * dpwrss
+        self._last = (ev.theta.copy(), reml, value, grad.copy())
+        return value, grad
+
+    def criterion_parts(
+        self, theta: np.ndarray, reml: bool
+    ) -> tuple[PLSEval, np.ndarray, np.ndarray]:
+        """One evaluation and the exact gradients in theta of its two parts: the
+        log-determinants ``ldL2`` (+ ``ldRX2`` for REML) and ``pwrss``.
+
+        The profiled criterion combines them; the Satterthwaite Hessian, with sigma free,
+        needs them apart. NaN gradients where pwrss is not positive.
+        """
+        if not self.has_gradient:
+            raise ValueError(f"the {self.describe()} kernel has no exact gradient")
+        ev = self.evaluate(theta)
+        if not (np.isfinite(ev.pwrss) and ev.pwrss > 0):
+            nan = np.full(len(ev.theta), np.nan)
+            return ev, nan, nan.copy()
         if self._shared.ztz is None:  # Z'Z only: shared by with_cross_products workspaces
             self._shared.ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
@@ -246,12 +263,11 @@ class PLSWorkspace:
             u, CX = U[:, p], U[:, :p]
         else:
             u, CX = self.kernel.solve(rhs), None
-        grad = profiled_gradient(
-            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, ev.RX, ev.pwrss,
-            self.kernel.inverse_blocks(), reml,
+        logdet, dpwrss = gradient_parts(
+            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, ev.RX,
+            self.kernel.inverse_blocks(),
         )
-        self._last = (ev.theta.copy(), reml, value, grad.copy())
-        return value, grad
+        return ev, logdet, dpwrss
 
     def _ensure(self, theta: np.ndarray) -> None:
         if self.theta is None or not np.array_equal(self.theta, theta):
@@ -367,6 +383,8 @@ class DensePLS:
             source.append(np.tile(re.theta_offsets[i] + np.arange(len(r)), term.nlevels))
         self._index = np.concatenate(index)
         self._source = np.concatenate(source)
+        # the gradient is needed at Lambda's entries only: their rows and columns
+        self._rows, self._cols = np.divmod(self._index, q)
         self._ntheta = re.ntheta
         self._set_response(cp)
 
@@ -379,6 +397,7 @@ class DensePLS:
         other = object.__new__(DensePLS)
         other.re, other._G, other._index = self.re, self._G, self._index
         other._source, other._ntheta = self._source, self._ntheta
+        other._rows, other._cols = self._rows, self._cols
         other._set_response(cp)
         return other
 
@@ -389,7 +408,7 @@ class DensePLS:
         Lam.flat[self._index] = theta[self._source]
         GL = self._G @ Lam
         A = Lam.T @ GL
-        A.flat[:: q + 1] += 1.0
+        A.ravel()[:: q + 1] += 1.0  # a view: A is C-contiguous
         L, info = _dpotrf(A, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             return None
@@ -441,18 +460,21 @@ class DensePLS:
         value = (ldL2 + (ldRX2 if reml else 0.0)
                  + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp)))
         beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)  # for y0
-        Pl, _ = _dpotri(L, lower=1)
-        P = np.tril(Pl) + np.tril(Pl, -1).T  # dpotri fills the lower triangle only
-        F = self._F
+        # dpotri inverts in the lower triangle; the upper one is zero (dpotrf's clean=1)
+        Pl = _dpotri(L, lower=1)[0]
+        P = Pl + Pl.T
+        P.ravel()[:: P.shape[0] + 1] *= 0.5
+        F, rows, cols = self._F, self._rows, self._cols
         u = P @ (B[:, p] - B[:, :p] @ beta)
         w = F[:, p] - F[:, :p] @ beta - GL @ u
-        N = 2.0 * (GL @ P) - (2.0 * nmp / pwrss) * np.outer(w, u)
+        # d/dLambda at Lambda's entries only: rows x cols, never the whole q x q matrix
+        dLam = 2.0 * (GL @ P).ravel()[self._index] - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
         if reml and p:
             CX = P @ B[:, :p]
-            D = F[:, :p] - GL @ CX
             RXinv = _dtrtri(RX, lower=0)[0]
-            N -= 2.0 * (D @ (RXinv @ RXinv.T)) @ CX.T
-        grad = np.bincount(self._source, weights=N.flat[self._index], minlength=self._ntheta)
+            DY = (F[:, :p] - GL @ CX) @ (RXinv @ RXinv.T)
+            dLam -= 2.0 * np.einsum("ij,ij->i", DY[rows], CX[cols])
+        grad = np.bincount(self._source, weights=dLam, minlength=self._ntheta)
         return value, grad
 
     def describe(self) -> str:

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from .design import group_codes
-from .errors import DataError
 from .optimize import OptSummary, is_singular_theta
 from .pls import profiled_deviance
 
@@ -103,8 +101,9 @@ class LmerResult:
         level: float = 0.95,
         *,
         which: list[str] | None = None,
-        nsim: int = 1000,
+        nsim: int = 500,
         seed: int | None = None,
+        boot_type: str = "perc",
         n_jobs: int | None = 1,
         progress: bool = True,
     ) -> pd.DataFrame:
@@ -114,7 +113,7 @@ class LmerResult:
         from .confint import confint
 
         return confint(self, method, level, which=which, nsim=nsim, seed=seed,
-                       n_jobs=n_jobs, progress=progress)
+                       boot_type=boot_type, n_jobs=n_jobs, progress=progress)
 
     def profile(self, which=None, *, progress: bool = True, n_jobs: int | None = 1,
                 **options: Any) -> pd.DataFrame:
@@ -137,32 +136,52 @@ class LmerResult:
         return {g: parts[0] if len(parts) == 1 else _block_diag_stack(parts)
                 for g, parts in out.items()}
 
-    def predict(self, newdata: pd.DataFrame | None = None) -> np.ndarray:
-        """Predictions conditional on the random effects (lme4's predict()).
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        re_form: Any = None,
+        allow_new_levels: bool = False,
+    ) -> np.ndarray:
+        """Predictions, as lme4's ``predict(m, newdata, re.form, allow.new.levels)``.
 
-        Levels not seen in the fit contribute no random effect (population prediction).
+        ``re_form``: None (all random effects), ``"~0"`` (population level: X beta) or a
+        formula naming some of the random-effect terms, ``"~(1 | Subject)"``. Levels not
+        seen in the fit are an error unless ``allow_new_levels`` (then they get zero
+        random effects). See :mod:`lmm_sparse.predict`.
         """
-        if newdata is None:
-            return self.fitted.copy()
-        model = self.model
-        if not isinstance(newdata, pd.DataFrame):
-            raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-        try:
-            X = np.asarray(model.fixed.spec.get_model_matrix(newdata, na_action="ignore"),
-                           dtype=float)[:, list(model.fixed.keep)]
-        except Exception as exc:
-            raise DataError(f"cannot build the fixed effects for newdata: {exc}") from None
-        out = X @ self.fixef.to_numpy()
-        for term, b in zip(model.re.terms, self._b, strict=True):
-            missing = [f for f in term.bar.factors if f not in newdata.columns]
-            if missing:
-                raise DataError(f"newdata lacks grouping column(s) {missing} of {term.bar.source}")
-            Xi = np.asarray(term.spec.get_model_matrix(newdata, na_action="ignore"), dtype=float)
-            labels, levels = group_codes(newdata, term.bar.factors)
-            position = term.levels.get_indexer(levels)[labels]
-            seen = position >= 0
-            out[seen] += np.einsum("rk,rk->r", Xi[seen], b[position[seen]])
-        return out
+        from .predict import predict
+
+        return predict(self, newdata, re_form, allow_new_levels)
+
+    def simulate(self, nsim: int = 1, seed: Any = None, **options: Any) -> np.ndarray:
+        """Responses simulated from the fit, (n, nsim), as lme4's ``simulate(m, nsim)``;
+        ``use_u``, ``re_form`` as :func:`lmm_sparse.simulate.simulate`."""
+        from .simulate import simulate
+
+        return simulate(self, nsim, seed, **options)
+
+    def refit(self, y: Any, **options: Any) -> LmerResult:
+        """The same model fitted to a new response (lme4's ``refit(m, newresp)``)."""
+        from .simulate import refit
+
+        return refit(self, y, **options)
+
+    def bootstrap(
+        self,
+        nsim: int = 1000,
+        seed: int | None = None,
+        func: Any = None,
+        *,
+        n_jobs: int | None = 1,
+        progress: bool = True,
+        use_u: bool = False,
+    ):
+        """Parametric bootstrap, as lme4's ``bootMer(m, FUN, nsim, type = "parametric")``:
+        returns a :class:`~lmm_sparse.bootstrap.BootstrapResult` (see that module)."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, nsim, seed, func, use_u=use_u, n_jobs=n_jobs,
+                         progress=progress)
 
     def summary(self) -> str:
         """The fit printed as lme4's summary() prints it."""

@@ -17,8 +17,11 @@ The deviance with sigma free separates into two functions of theta,
     g1 = ldL2 (+ ldRX2 for REML),  g2 = pwrss,  n' = n (ML) or n - p (REML),
 
 so only the theta-derivatives of g1 and g2 (and of (R_X'R_X)^{-1}) are taken numerically,
-all from the same evaluations; the sigma-derivatives are analytic. Cost: about
-``8 m^2`` PLS evaluations for m = len(theta), each independent of n.
+all from the same evaluations; the sigma-derivatives are analytic. With a kernel that
+gives the exact gradients of g1 and g2 (:meth:`PLSWorkspace.criterion_parts`), their
+Hessians are differences of those gradients: ``8 m`` evaluations with gradient for
+m = len(theta); otherwise differences of values, about ``8 m^2`` evaluations. None of
+them touches the n rows.
 
 For an F test of ``L beta = 0`` with several rows, L is rotated to the eigenvectors of
 ``L V L'``; each rotated row gets its own df nu_i, and the F statistic's df is
@@ -83,17 +86,38 @@ class FTest:
     unscaled: float
 
 
-def _separable_parts(result: LmerResult):
-    """theta -> [g1, g2, vec((R_X'R_X)^{-1})] from one PLS evaluation."""
-    workspace, p = result.model.workspace, result.model.cp.p
+def _unscaled_vcov(RX: np.ndarray) -> np.ndarray:
+    p = RX.shape[0]
+    RXinv = scipy.linalg.solve_triangular(RX, np.eye(p)) if p else np.zeros((0, 0))
+    return RXinv @ RXinv.T
 
-    def parts(theta: np.ndarray) -> np.ndarray:
-        ev = workspace.evaluate(theta)
+
+def _parts_by_values(result: LmerResult, theta: np.ndarray):
+    """(g2, dg2, H1, H2, dU) from second differences of g1, g2 and U's values."""
+    workspace = result.model.workspace
+
+    def parts(th: np.ndarray) -> np.ndarray:
+        ev = workspace.evaluate(th)
         g1 = ev.ldL2 + (ev.ldRX2 if result.reml else 0.0)
-        RXinv = scipy.linalg.solve_triangular(ev.RX, np.eye(p)) if p else np.zeros((0, 0))
-        return np.concatenate([[g1, ev.pwrss], (RXinv @ RXinv.T).ravel()])
+        return np.concatenate([[g1, ev.pwrss], _unscaled_vcov(ev.RX).ravel()])
 
-    return parts
+    d = richardson_derivatives(parts, theta)
+    return (d.value[1], d.gradient[:, 1], d.hessian[:, :, 0], d.hessian[:, :, 1],
+            d.value[2:], d.gradient[:, 2:])
+
+
+def _parts_by_gradients(result: LmerResult, theta: np.ndarray):
+    """(g2, dg2, H1, H2, dU) from first differences of the exact gradients of g1, g2."""
+    workspace, m = result.model.workspace, theta.size
+
+    def parts(th: np.ndarray) -> np.ndarray:
+        ev, dg1, dg2 = workspace.criterion_parts(th, result.reml)
+        return np.concatenate([[ev.pwrss], dg1, dg2, _unscaled_vcov(ev.RX).ravel()])
+
+    d = richardson_derivatives(parts, theta, second=False)
+    H1, H2 = d.gradient[:, 1 : 1 + m], d.gradient[:, 1 + m : 1 + 2 * m]
+    return (d.value[0], d.value[1 + m : 1 + 2 * m], (H1 + H1.T) / 2, (H2 + H2.T) / 2,
+            d.value[1 + 2 * m :], d.gradient[:, 1 + 2 * m :])
 
 
 def varpar_covariance(result: LmerResult) -> VarparCovariance:
@@ -103,19 +127,19 @@ def varpar_covariance(result: LmerResult) -> VarparCovariance:
     nprime = n - p if result.reml else n
     theta, sigma = np.asarray(result.theta, float), float(result.sigma)
     m = theta.size
-    d = richardson_derivatives(_separable_parts(result), theta)
+    by = _parts_by_gradients if model.workspace.has_gradient else _parts_by_values
+    g2, dg2, H1, H2, U, dU = by(result, theta)
     model.workspace.evaluate(theta)  # leave the workspace at the optimum
-    g2, dg2 = d.value[1], d.gradient[:, 1]
     s2 = sigma**2
     H = np.empty((m + 1, m + 1))
-    H[:m, :m] = d.hessian[:, :, 0] + d.hessian[:, :, 1] / s2
+    H[:m, :m] = H1 + H2 / s2
     H[:m, m] = H[m, :m] = -2.0 * dg2 / sigma**3
     H[m, m] = 6.0 * g2 / sigma**4 - 2.0 * nprime / s2
     H = (H + H.T) / 2
     cov = 2.0 * _positive_inverse(H)
-    U = d.value[2:].reshape(p, p)
+    U = U.reshape(p, p)
     jac = np.empty((m + 1, p, p))
-    jac[:m] = s2 * d.gradient[:, 2:].reshape(m, p, p)
+    jac[:m] = s2 * dU.reshape(m, p, p)
     jac[m] = 2.0 * sigma * U
     return VarparCovariance(np.append(theta, sigma), H, cov, jac, s2 * U)
 
@@ -142,14 +166,14 @@ def _positive_inverse(H: np.ndarray) -> np.ndarray:
     return (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
 
 
-def _quad(l: np.ndarray, M: np.ndarray) -> float:
-    return float(l @ M @ l)
+def _quad(c: np.ndarray, M: np.ndarray) -> float:
+    return float(c @ M @ c)
 
 
-def satterthwaite_df(vc: VarparCovariance, l: np.ndarray) -> tuple[float, float]:
-    """(variance of l' beta, its Satterthwaite df) for one contrast row l."""
-    variance = _quad(l, vc.vcov)
-    g = np.array([_quad(l, J) for J in vc.jacobian])
+def satterthwaite_df(vc: VarparCovariance, c: np.ndarray) -> tuple[float, float]:
+    """(variance of c' beta, its Satterthwaite df) for one contrast row c."""
+    variance = _quad(c, vc.vcov)
+    g = np.array([_quad(c, J) for J in vc.jacobian])
     denom = _quad(g, vc.cov)
     return variance, (2.0 * variance**2 / denom if denom > 0 else math.inf)
 
@@ -188,9 +212,9 @@ def satterthwaite_ftest(vc: VarparCovariance, L: np.ndarray, beta: np.ndarray) -
     return FTest(F, q, dendf, float(stats.f.sf(F, q, dendf)), F)
 
 
-def _one_row(vc: VarparCovariance, l: np.ndarray, beta: np.ndarray) -> FTest:
+def _one_row(vc: VarparCovariance, c: np.ndarray, beta: np.ndarray) -> FTest:
     from scipy import stats
 
-    variance, df = satterthwaite_df(vc, l)
-    F = float((l @ beta) ** 2 / variance)
+    variance, df = satterthwaite_df(vc, c)
+    F = float((c @ beta) ** 2 / variance)
     return FTest(F, 1, df, float(stats.f.sf(F, 1, df)), F)

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from .design import RawTerm
 
-__all__ = ["ReStructure", "make_re_structure", "template_times"]
+__all__ = ["ReStructure", "make_re_structure", "lme4_term_order", "template_times"]
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,20 @@ def template_times(T: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.
     return (T.T if transpose else T) @ V
 
 
+def lme4_term_order(nlevels: list[int]) -> list[int]:
+    """lme4's term order (mkReTrms): formula order if the numbers of levels never increase
+    along it; otherwise decreasing numbers of levels with ties in *reverse* formula order
+    (lme4 reverses an ascending stable sort). The tie rule decides the order of theta and
+    of the variance components, e.g. in ``(1 | Dog) + (0 + day | Dog) + (1 | Dog:Side)``."""
+    positions = list(range(len(nlevels)))
+    if all(b <= a for a, b in zip(nlevels, nlevels[1:], strict=False)):
+        return positions
+    return sorted(positions, key=lambda i: (-nlevels[i], -i))
+
+
 def make_re_structure(raw_terms: list[RawTerm]) -> ReStructure:
     """Order the terms as lme4 does and lay out Z's columns and theta."""
-    order = sorted(range(len(raw_terms)), key=lambda i: -raw_terms[i].nlevels)  # stable
-    terms = tuple(raw_terms[i] for i in order)
+    terms = tuple(raw_terms[i] for i in lme4_term_order([t.nlevels for t in raw_terms]))
     offsets, theta_offsets, theta0, lower = [], [0], [], []
     col = 0
     for term in terms:

@@ -135,7 +135,7 @@ def test_predict_on_training_data_is_fitted(sleep, sleep_fit):
 def test_predict_unseen_level_is_population_prediction(sleep, sleep_fit):
     beta = sleep_fit.fixef
     new = pd.DataFrame({"Days": [0, 4.5, 9], "Subject": [999, 999, 1000]})
-    pred = np.asarray(sleep_fit.predict(new))
+    pred = np.asarray(sleep_fit.predict(new, allow_new_levels=True))
     expected = beta["(Intercept)"] + beta["Days"] * new["Days"].to_numpy()
     np.testing.assert_allclose(pred, expected, rtol=1e-12)
 
@@ -144,7 +144,7 @@ def test_predict_mixes_seen_and_unseen_levels(sleep, sleep_fit):
     beta = sleep_fit.fixef
     row = sleep.index[(sleep["Subject"] == 308) & (sleep["Days"] == 3)][0]
     new = pd.DataFrame({"Days": [3, 3], "Subject": [308, 12345]})
-    pred = np.asarray(sleep_fit.predict(new))
+    pred = np.asarray(sleep_fit.predict(new, allow_new_levels=True))
     assert pred[0] == pytest.approx(sleep_fit.fitted[row], rel=1e-10)
     assert pred[1] == pytest.approx(beta["(Intercept)"] + 3 * beta["Days"], rel=1e-12)
 
@@ -152,7 +152,7 @@ def test_predict_mixes_seen_and_unseen_levels(sleep, sleep_fit):
 def test_predict_does_not_modify_newdata(sleep_fit):
     new = pd.DataFrame({"Days": [1, 2], "Subject": [308, 999]})
     before = copy.deepcopy(new)
-    sleep_fit.predict(new)
+    sleep_fit.predict(new, allow_new_levels=True)
     pd.testing.assert_frame_equal(new, before)
 
 
@@ -240,3 +240,24 @@ def test_theta_of_the_wrong_shape_is_refused(sleep):
             model.Lambda(bad)
         with pytest.raises(ValueError, match="theta must have 3 elements"):
             model.objective(bad)
+
+
+def test_term_order_is_lme4s_including_ties():
+    from lmm_sparse.terms import lme4_term_order
+
+    assert lme4_term_order([5, 3, 3]) == [0, 1, 2]  # never increasing: formula order
+    # lme4 reverses an ascending stable sort: ties come in reverse formula order
+    assert lme4_term_order([10, 10, 20]) == [2, 1, 0]
+    assert lme4_term_order([3, 9, 3, 9]) == [3, 1, 2, 0]
+    # and the model follows it: theta and varcorr in lme4's order (its varcorr rows:
+    # Dog.Side, then day | Dog, then (Intercept) | Dog)
+    from conftest import case_data, case_formula, load_reference, read_cases
+
+    case = next(c for c in read_cases("cases_extra.csv")
+                if c["id"] == "pixel_terms_same_factor_ml")
+    ref = load_reference("lme4_extra.json")[case["id"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = lmm_sparse.lmer(case_formula(case), case_data(case), reml=case["reml"])
+    assert list(res.varcorr["var1"][:3]) == ref["varcorr"]["var1"][:3]
+    np.testing.assert_allclose(res.theta, ref["theta"], rtol=2e-3)
