@@ -29,7 +29,7 @@ import numpy as np
 from .crossprod import CrossProducts, ZtZOperator
 from .terms import ReStructure, template_times
 
-__all__ = ["profiled_gradient", "gradient_parts", "logdet_sums", "template_gradient_to_theta"]
+__all__ = ["gradient_parts", "logdet_sums", "template_gradient_to_theta"]
 
 
 @lru_cache(maxsize=64)
@@ -115,23 +115,3 @@ def gradient_parts(
             # sum over levels of D Y C_X' (einsum's path search costs more than the sum)
             logdet[i] -= 2.0 * np.tensordot(D @ Y, Vi[:, :, :p], axes=([0, 2], [0, 2]))
     return template_gradient_to_theta(logdet), template_gradient_to_theta(pwrss)
-
-
-def profiled_gradient(
-    re: ReStructure,
-    cp: CrossProducts,
-    ztz: ZtZOperator,
-    templates: list[np.ndarray],
-    u: np.ndarray,
-    CX: np.ndarray | None,
-    beta: np.ndarray,
-    RX: np.ndarray,
-    pwrss: float,
-    inverse_blocks: list[np.ndarray],
-    reml: bool,
-) -> np.ndarray:
-    """Gradient of the ML deviance or REML criterion at the theta of ``templates``:
-    ``d logdets + (n or n - p) / pwrss * d pwrss`` (see :func:`gradient_parts`)."""
-    logdet, dpwrss = gradient_parts(re, cp, ztz, templates, u, CX if reml else None, beta, RX,
-                                    inverse_blocks)
-    return logdet + (cp.n - cp.p if reml else cp.n) / pwrss * dpwrss

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+import lmm_sparse
 from lmm_sparse import datasets
 
 TESTS_DIR = Path(__file__).parent
@@ -509,3 +511,20 @@ def synthetic_frame(
         y += rng.normal(size=b_levels)[df["b"]]
     df["y"] = y
     return df
+
+
+# --------------------------------------------------------------------------- shared fits
+
+SLEEP_FORMULA = "Reaction ~ Days + (Days | Subject)"
+
+
+@pytest.fixture(scope="session")
+def sleep() -> pd.DataFrame:
+    """sleepstudy as packaged (tests must not modify it)."""
+    return datasets.load("sleepstudy")
+
+
+@pytest.fixture(scope="session")
+def sleep_fit(sleep):
+    """The REML fit of lme4's sleepstudy example, shared read-only by the test modules."""
+    return lmm_sparse.lmer(SLEEP_FORMULA, sleep)

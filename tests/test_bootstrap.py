@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SLEEP_FORMULA
 
 import lmm_sparse
 from lmm_sparse import datasets
@@ -18,13 +19,6 @@ from lmm_sparse.bootstrap import BootstrapResult, boot_confint, bootstrap, lme4_
 from lmm_sparse.errors import LmmSparseError
 from lmm_sparse.pls import DensePLS
 from lmm_sparse.simulate import refit, simulate
-
-SLEEP_FORMULA = "Reaction ~ Days + (Days | Subject)"
-
-
-@pytest.fixture(scope="module")
-def sleep_fit():
-    return lmm_sparse.lmer(SLEEP_FORMULA, datasets.load("sleepstudy"))
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,9 @@ from lmm_sparse import datasets
 from lmm_sparse.errors import DataError, FormulaError
 from lmm_sparse.predict import predict, select_random_effects
 
-SLEEP_FORMULA = "Reaction ~ Days + (Days | Subject)"
 EXTRA_CASES = read_cases("cases_extra.csv")
 # Acceptance rule of the parity tests: each fixed effect within 1% of its standard error.
 FIXEF_SE_FRACTION = 0.01
-
-
-@pytest.fixture(scope="module")
-def sleep():
-    return datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def sleep_fit(sleep):
-    return lmm_sparse.lmer(SLEEP_FORMULA, sleep)
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SLEEP_FORMULA, case_data, case_formula, load_reference, read_cases
 
 import lmm_sparse
 from lmm_sparse import datasets
-
-SLEEP_FORMULA = "Reaction ~ Days + (Days | Subject)"
-
-
-@pytest.fixture(scope="module")
-def sleep():
-    return datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def sleep_fit(sleep):
-    return lmm_sparse.lmer(SLEEP_FORMULA, sleep)
-
 
 # --------------------------------------------------------------------------- summary
 
@@ -251,8 +239,6 @@ def test_term_order_is_lme4s_including_ties():
     assert lme4_term_order([3, 9, 3, 9]) == [3, 1, 2, 0]
     # and the model follows it: theta and varcorr in lme4's order (its varcorr rows:
     # Dog.Side, then day | Dog, then (Intercept) | Dog)
-    from conftest import case_data, case_formula, load_reference, read_cases
-
     case = next(c for c in read_cases("cases_extra.csv")
                 if c["id"] == "pixel_terms_same_factor_ml")
     ref = load_reference("lme4_extra.json")[case["id"]]

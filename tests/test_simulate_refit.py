@@ -13,24 +13,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SLEEP_FORMULA
 
 import lmm_sparse
 from lmm_sparse import datasets
 from lmm_sparse.errors import DataError, FormulaError, LmmSparseError
 from lmm_sparse.simulate import refit, simulate
 
-SLEEP_FORMULA = "Reaction ~ Days + (Days | Subject)"
 PEN_FORMULA = "diameter ~ 1 + (1 | plate) + (1 | sample)"
-
-
-@pytest.fixture(scope="module")
-def sleep():
-    return datasets.load("sleepstudy")
-
-
-@pytest.fixture(scope="module")
-def sleep_fit(sleep):
-    return lmm_sparse.lmer(SLEEP_FORMULA, sleep)
 
 
 @pytest.fixture(scope="module")
