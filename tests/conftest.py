@@ -528,3 +528,13 @@ def sleep() -> pd.DataFrame:
 def sleep_fit(sleep):
     """The REML fit of lme4's sleepstudy example, shared read-only by the test modules."""
     return lmm_sparse.lmer(SLEEP_FORMULA, sleep)
+
+
+def at_theta(res, theta):
+    """The fitted model's result at another theta (e.g. lme4's), without optimizing."""
+    from dataclasses import replace
+
+    from lmm_sparse.results import make_result
+
+    theta = np.atleast_1d(np.asarray(theta, dtype=float))
+    return make_result(res.model, replace(res.optinfo, theta=theta))

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import _name_key, case_data, case_formula, load_reference, read_cases
+from conftest import _name_key, at_theta, case_data, case_formula, load_reference, read_cases
 
 import lmm_sparse
 from lmm_sparse.contrasts import contrasts, doolittle_upper, fixed_terms
@@ -166,6 +166,26 @@ def test_wald_intervals_match_lme4(case, ref):
         slack = 1e-6 * (hi - lo) + d_est + z * d_se
         assert abs(ours.loc[name, "2.5 %"] - lo) <= slack
         assert abs(ours.loc[name, "97.5 %"] - hi) <= slack
+
+
+FIT_REFS = {**load_reference("lme4_public.json"), **load_reference("lme4_extra.json")}
+
+
+@pytest.mark.parametrize("case,ref", CASES, ids=IDS)
+def test_wald_intervals_at_lme4s_optimum_match_to_1e6(case, ref):
+    """At lme4's own theta (our criterion there equals lme4's), every Wald end is lme4's
+    to 1e-6 of the interval's width: the interval itself, apart from where optimizers stop."""
+    fit_ref = FIT_REFS[case["id"]]
+    res = at_theta(fit(case), fit_ref["theta"])
+    assert res.objective == pytest.approx(fit_ref["objective"], abs=1e-6)
+    ours = res.confint("wald")
+    fixed = {_name_key(n): n for n in res.fixef.index}
+    for row in ref["confint_wald"]:
+        if row["2.5 %"] is None:
+            continue
+        name, width = fixed[_name_key(row["term"])], row["97.5 %"] - row["2.5 %"]
+        assert abs(ours.loc[name, "2.5 %"] - row["2.5 %"]) <= 1e-6 * width, name
+        assert abs(ours.loc[name, "97.5 %"] - row["97.5 %"]) <= 1e-6 * width, name
 
 
 def test_wald_interval_is_estimate_plus_minus_normal_quantile(orthodont):

@@ -14,7 +14,6 @@ Two kinds of checks:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import warnings
 
@@ -23,6 +22,7 @@ import pytest
 from conftest import (
     SE_REL,
     _name_key,
+    at_theta,
     case_data,
     case_formula,
     load_reference,
@@ -40,7 +40,6 @@ from lmm_sparse.kenward_roger import (
     kr_ftest,
     kr_ttest,
 )
-from lmm_sparse.results import make_result
 
 SE_TOL = 1e-6  # relative, at lme4's theta
 DF_TOL = 0.01
@@ -68,12 +67,6 @@ def fit(case: dict):
             warnings.simplefilter("ignore")
             _FITS[case["id"]] = lmer(case_formula(case), case_data(case), reml=case["reml"])
     return _FITS[case["id"]]
-
-
-def at_theta(res, theta):
-    """The fitted model's result at another theta (lme4's), without optimizing."""
-    theta = np.atleast_1d(np.asarray(theta, dtype=float))
-    return make_result(res.model, dataclasses.replace(res.optinfo, theta=theta))
 
 
 def lme4_point(case, fit_ref):
