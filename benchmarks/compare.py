@@ -165,7 +165,7 @@ def time_lmm_sparse(w: Workload, df, repeats: int, row: Row):
     row.ours_crit = res.objective
     row.ours_notes.append(
         f"{res.optinfo.feval} evaluations ({res.optinfo.method}), "
-        f"kernel {res.model.workspace.describe()}"
+        f"kernel {res.model.describe_engine()}"
     )
     if res.is_singular:
         row.ours_notes.append("singular fit")

@@ -81,7 +81,7 @@ def lmm_sparse_fit(job: dict) -> dict:
         "q": res.model.re.q,
         "extra": {
             "method": res.optinfo.method,
-            "kernel": res.model.workspace.describe(),
+            "kernel": res.model.describe_engine(),
             "theta": [float(t) for t in res.theta],
             "fixef": {str(k): float(b) for k, b in res.fixef.items()},
             "relcov": {g: c.tolist() for g, c in relative_covariances(res).items()},

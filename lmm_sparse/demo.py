@@ -35,7 +35,7 @@ def run_demo(name: str, formula: str, reml: bool, what: str) -> None:
     print(
         f"fit time {seconds:.2f} s (set-up {model.setup_seconds:.2f} s, "
         f"{res.optinfo.feval} evaluations by {res.optinfo.method}; "
-        f"kernel: {model.workspace.describe()})"
+        f"kernel: {model.describe_engine()})"
     )
 
 

@@ -121,3 +121,17 @@ def test_auto_kernel_avoids_a_big_block_diagonal_schur_complement():
     model = LinearMixedModel("y ~ 1 + (1 | school) + (1 | cls)", crossed)
     assert model.workspace.describe().startswith("leading block")
     assert model.workspace.has_gradient
+
+
+def test_small_models_optimize_on_the_dense_evaluator_with_the_same_answer(sleep):
+    # kernel="auto" optimizes a small model (q <= DENSE_MAX_Q) with the dense evaluator;
+    # forcing a sparse kernel must reach the same optimum.
+    formula = "Reaction ~ Days + (Days | Subject)"
+    auto = LinearMixedModel(formula, sleep)
+    assert auto.describe_engine().startswith("dense")
+    forced = LinearMixedModel(formula, sleep, kernel="schur")
+    assert not forced.describe_engine().startswith("dense")
+    a, b = auto.fit(), forced.fit()
+    assert a.objective == pytest.approx(b.objective, abs=1e-8)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4)
+    np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-8)
