@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from scipy.special import ndtri  # the standard normal quantile (R's qnorm)
-from threadpoolctl import threadpool_limits
 
 from .errors import LmmSparseError
 from .optimize import (
@@ -50,6 +49,7 @@ from .parallel import map_tasks, resolve_jobs
 from .profile import profile_parameters, sdcor_from_theta
 from .results import make_result
 from .simulate import SimulationPlan, draw_responses, make_plan
+from .threads import blas_limit
 
 if TYPE_CHECKING:
     from .model import LinearMixedModel
@@ -311,7 +311,7 @@ def bootstrap(
     size = 1 if jobs == 1 else max(1, math.ceil(nsim / (jobs * _TASKS_PER_JOB)))
     threads = model.workspace.blas_threads() if jobs == 1 else 1
     plan = make_plan(result, use_u=use_u)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_limit(1):
         scale = _theta_scale(model, result.theta, threads)
     tasks = [
         _Job(plan=plan, start=result.theta.copy(), scale=scale, func=func,
@@ -320,7 +320,7 @@ def bootstrap(
     ]
     start = time.perf_counter()
     # one BLAS thread but in the evaluations (as in fit), set once for all refits
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_limit(1):
         chunks = map_tasks(_run_job, model, tasks, n_jobs=n_jobs, progress=progress,
                            desc="bootstrap")
     seconds = time.perf_counter() - start

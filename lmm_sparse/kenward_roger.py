@@ -55,10 +55,10 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy import stats
 from scipy.sparse.csgraph import connected_components
-from threadpoolctl import threadpool_limits
 
 from .errors import ModelSpecError
 from .terms import ReStructure, template_times
+from .threads import blas_limit
 
 __all__ = [
     "KRAdjustment",
@@ -398,7 +398,7 @@ def _moments(model, theta: np.ndarray, params: _Params, chunk_columns: int,
     # runs them many times slower (measured: 27 ms instead of 0.3 ms for a 256 x 256
     # Cholesky factor). Big chunks keep the BLAS's own threads. One limit for all of them:
     # setting it is not free (threadpoolctl scans the loaded libraries each time).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_limit(1):
         for chunk, is_big in zip(chunks, big, strict=True):
             if not is_big:
                 add(chunk)

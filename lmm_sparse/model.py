@@ -17,7 +17,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from .crossprod import ResponseUpdate, make_cross_products
 from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
@@ -32,6 +31,7 @@ from .optimize import (
 from .pls import DENSE_MAX_Q, DensePLS, PLSWorkspace
 from .results import LmerResult, make_result
 from .terms import make_re_structure
+from .threads import blas_limit
 
 __all__ = ["LinearMixedModel", "lmer"]
 
@@ -178,7 +178,7 @@ class LinearMixedModel:
             raise ValueError(f"blas_threads must be a positive integer, got {blas_threads!r}")
         objective, gradient = self._criterion()
         # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
-        with threadpool_limits(limits=1, user_api="blas"):
+        with blas_limit(1):
             opt = optimize_with_restart(
                 objective, theta0, self.re.lower, self.re.template_columns(), optimizer,
                 maxfev, threads, gradient,

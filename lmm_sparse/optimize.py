@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.optimize
-from threadpoolctl import threadpool_info, threadpool_limits
+
+from .threads import blas_limit
 
 __all__ = [
     "OptSummary",
@@ -83,12 +84,6 @@ def _options(method: str, maxfev: int) -> dict:
     return {"maxfev": maxfev, "xtol": 1e-7, "ftol": 1e-12}
 
 
-def default_blas_threads() -> int:
-    """Threads the loaded BLAS libraries use by default (1 if none is found)."""
-    counts = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-    return max(counts, default=1)
-
-
 Objective = Callable[[np.ndarray], float]
 ObjectiveGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -99,7 +94,7 @@ def with_blas_threads(objective, threads: int):
         return objective
 
     def threaded(theta: np.ndarray):
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with blas_limit(threads):
             return objective(theta)
 
     return threaded

@@ -38,8 +38,8 @@ from .crossprod import CrossProducts, ZtZOperator
 from .gradient import gradient_parts
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
-from .optimize import default_blas_threads
 from .terms import ReStructure, template_times
+from .threads import default_blas_threads
 
 __all__ = ["PLSEval", "PLSWorkspace", "DensePLS", "profiled_deviance", "KERNELS", "DENSE_MAX_Q"]
 

@@ -112,3 +112,19 @@ def test_explicit_blas_threads_give_the_same_fit():
     one = lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, blas_threads=1)
     two = lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", data, blas_threads=2)
     assert one.objective == pytest.approx(two.objective, abs=1e-8)
+
+
+def test_blas_limit_sets_and_restores_the_thread_count():
+    from threadpoolctl import threadpool_info
+
+    from lmm_sparse.threads import blas_limit, default_blas_threads
+
+    def blas_counts():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"}
+
+    before = blas_counts()
+    assert before and default_blas_threads() == max(before.values())
+    with blas_limit(1):
+        assert set(blas_counts().values()) == {1}
+    assert blas_counts() == before
