@@ -46,7 +46,7 @@ from .optimize import (
     with_blas_threads,
 )
 from .parallel import map_tasks, resolve_jobs
-from .profile import profile_parameters, sdcor_from_theta
+from .parameters import model_parameters, sdcor_from_theta
 from .results import make_result
 from .simulate import SimulationPlan, draw_responses, make_plan
 from .threads import blas_limit
@@ -97,7 +97,7 @@ class BootstrapResult:
 
 def _parameter_names(model: LinearMixedModel) -> list[str]:
     """lme4's confint(oldNames = FALSE) names: sd_/cor_ per term, sigma, fixed effects."""
-    return [p.name for p in profile_parameters(model)]
+    return [p.name for p in model_parameters(model)]
 
 
 def _parameter_values(

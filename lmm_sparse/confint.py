@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ModelSpecError
+from .profile.levels import percent_labels
 
 if TYPE_CHECKING:
     from .results import LmerResult
@@ -33,22 +34,18 @@ CONFINT_METHODS = ("profile", "wald", "boot")
 def level_columns(level: float) -> list[str]:
     """R's column names for a two-sided interval: ``["2.5 %", "97.5 %"]`` for 0.95."""
     check_level(level)
-    lower, upper = 100 * (1 - level) / 2, 100 * (1 + level) / 2
-    return [f"{_pct(lower)} %", f"{_pct(upper)} %"]
-
-
-def _pct(x: float) -> str:
-    return f"{x:.3g}" if abs(x - round(x, 1)) > 1e-9 else f"{round(x, 1):g}"
+    return percent_labels(level)
 
 
 def check_level(level: float) -> None:
-    if not isinstance(level, float | int) or isinstance(level, bool) or not 0 < level < 1:
+    """A level strictly between 0 and 1, else ModelSpecError naming it."""
+    if isinstance(level, bool) or not isinstance(level, float | int) or not 0 < level < 1:
         raise ModelSpecError(f"level must be a number strictly between 0 and 1, got {level!r}")
 
 
 def wald_confint(result: LmerResult, level: float = 0.95) -> pd.DataFrame:
     """Wald intervals of the fixed effects; NaN rows for the variance parameters."""
-    from .profile import varpar_names
+    from .parameters import varpar_names
 
     columns = level_columns(level)
     z = stats.norm.ppf((1 + level) / 2)

@@ -43,9 +43,9 @@ def test_parameter_names_and_values_are_lme4s(sleep_fit):
 
 def test_parameter_names_agree_with_profile(sleep_fit):
     """The bootstrap's default statistic starts with the profile's variance parameters."""
-    from lmm_sparse import profile
+    from lmm_sparse.parameters import varpar_estimates
 
-    theirs = profile.varpar_estimates(sleep_fit)
+    theirs = varpar_estimates(sleep_fit)
     ours = lme4_parameters(sleep_fit).iloc[: len(theirs)]
     assert list(ours.index) == list(theirs.index)
     np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=1e-12)

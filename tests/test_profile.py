@@ -22,21 +22,17 @@ from conftest import case_data, case_formula, load_reference, r_name, read_cases
 import lmm_sparse
 from lmm_sparse import datasets
 from lmm_sparse.errors import ConvergenceWarning, LmmSparseError
-from lmm_sparse.profile import (
-    _Engine,
-    _make_setup,
-    _problem,
-    _vine_cholesky,
-    _vine_partials,
-    confint_profile,
-    percent_labels,
-    profile,
-    profile_parameters,
-    profile_zeta,
+from lmm_sparse.parameters import (
+    model_parameters,
     sdcor_from_theta,
     varpar_estimates,
     varpar_names,
 )
+from lmm_sparse.profile import confint_profile, percent_labels, profile, profile_zeta
+from lmm_sparse.profile.engine import Engine
+from lmm_sparse.profile.problems import make_problem
+from lmm_sparse.profile.setup import make_setup
+from lmm_sparse.profile.vine import vine_cholesky, vine_partials
 
 WIDTH_FRACTION = 0.01  # the acceptance tolerance: 1% of lme4's interval width
 Z95 = 1.959963984540054
@@ -71,7 +67,7 @@ def _fit(case: dict):
 def _r_names(model) -> list[str]:
     """Our parameters in lme4's spelling (R's coefficient names), in our order."""
     out = []
-    for p in profile_parameters(model):
+    for p in model_parameters(model):
         if p.kind in ("sd", "cor"):
             term = model.re.terms[p.term]
             coef = [r_name(c) for c in term.coef_names]
@@ -246,7 +242,7 @@ def _dense_deviance(model, theta: np.ndarray, sigma: float, beta: np.ndarray) ->
 def _theta_from_row(model, row: pd.Series) -> np.ndarray:
     """theta from a profile row's sds, correlations and sigma (lme4's Sv_to_Cv)."""
     theta, sigma = [], row["sigma"]
-    pars = [p for p in profile_parameters(model) if p.kind in ("sd", "cor")]
+    pars = [p for p in model_parameters(model) if p.kind in ("sd", "cor")]
     for i, term in enumerate(model.re.terms):
         own = [p for p in pars if p.term == i]
         S = np.zeros((term.k, term.k))
@@ -466,11 +462,11 @@ def test_inner_gradients_match_central_differences():
         res = lmm_sparse.lmer("y ~ x + (1 + x + z | a) + (1 | b)", df, reml=False)
     model = res.model
     assert model.workspace.has_gradient
-    setup = _make_setup(res, model, 0.01, 100, None, 1 / 8, 10.0)
+    setup = make_setup(res, model, 0.01, 100, None, 1 / 8, 10.0)
     rng = np.random.default_rng(3)
-    engine = _Engine(model)
+    engine = Engine(model)
     for par in setup.parameters:
-        problem = _problem(engine, setup, par)
+        problem = make_problem(engine, setup, par)
         x = problem.feasible(problem.start(), 0.5)
         lower, upper = problem.bounds(0.5)
         x = np.clip(x + rng.normal(0, 0.05, x.size), lower + 0.02, upper - 0.02)
@@ -488,12 +484,12 @@ def test_vine_maps_the_box_onto_correlation_matrices():
     rng = np.random.default_rng(5)
     for k in (2, 3, 4):
         P = np.triu(rng.uniform(-0.99, 0.99, (k, k)), 1)
-        L = _vine_cholesky(P)
+        L = vine_cholesky(P)
         C = L @ L.T
         np.testing.assert_allclose(np.diag(C), 1.0)
         assert np.linalg.eigvalsh(C).min() > 0
         assert C[0, 1] == pytest.approx(P[0, 1])  # the first partial is a plain correlation
-        np.testing.assert_allclose(_vine_partials(C), P, atol=1e-12)
+        np.testing.assert_allclose(vine_partials(C), P, atol=1e-12)
 
 
 def test_sdcor_from_theta_of_a_singular_term(dyestuff2):
