@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import re
 import sys
 import tempfile
@@ -37,9 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import scipy
 
 import lmm_sparse
 from lmm_sparse.bootstrap import bootstrap
@@ -47,15 +44,11 @@ from lmm_sparse.bootstrap import bootstrap
 from .common import (
     REPO,
     as_factors,
-    cores_line,
-    cpu_model,
     fmt_ratio,
     last_error,
-    package_version,
-    python_blas_lines,
+    machine_lines,
     r_info,
     r_string,
-    r_version_line,
     run_rscript,
 )
 from .workloads import data_path
@@ -156,17 +149,6 @@ def run_ours(res, nsim: int, n_jobs: int, label: str) -> OursBoot:
     return OursBoot(label, seconds, boot.n_failed, means, dict(boot.messages))
 
 
-def machine_lines(r_versions: dict[str, str], r_problem: str) -> list[str]:
-    return [
-        f"- CPU: {cpu_model()}; {cores_line()}",
-        *python_blas_lines(),
-        f"- Python {platform.python_version()}, lmm_sparse {lmm_sparse.__version__}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}, pandas {pd.__version__}, "
-        f"scikit-sparse {package_version('scikit-sparse')}",
-        r_version_line(r_versions, r_problem),
-    ]
-
-
 def _fmt(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds:.2f}"
 
@@ -248,8 +230,8 @@ def main() -> None:
     if not args.no_parallel:
         ours.append(run_ours(res, args.nsim, -1, "`bootstrap(res, nsim, n_jobs=-1)`"))
         print(f"lmm_sparse n_jobs=-1: {ours[1].seconds:.2f} s", flush=True)
-    text = render(args.nsim, ours, lme4, machine_lines(r_versions, r_problem), started,
-                  command)
+    machine = machine_lines(r_versions, r_problem, ["pandas", "scikit-sparse"])
+    text = render(args.nsim, ours, lme4, machine, started, command)
     print(text)
     if not args.no_write:
         OUTPUT.write_text(text)

@@ -379,6 +379,24 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
+def machine_lines(r_versions: dict[str, str], r_problem: str, packages: list[str]) -> list[str]:
+    """The machine and versions block of a report: CPU, cores, BLAS, Python with numpy,
+    scipy and ``packages``, and R."""
+    import scipy
+
+    import lmm_sparse
+
+    versions = ", ".join(f"{name} {package_version(name)}" for name in packages)
+    return [
+        f"- CPU: {cpu_model()}; {cores_line()}",
+        *python_blas_lines(),
+        f"- Python {platform.python_version()}, lmm_sparse {lmm_sparse.__version__}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}"
+        + (f", {versions}" if versions else ""),
+        r_version_line(r_versions, r_problem),
+    ]
+
+
 # --------------------------------------------------------------------------- formatting
 
 

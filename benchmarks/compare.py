@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -40,29 +39,22 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import scipy
-
 import lmm_sparse
 
 from .common import (
     REPO,
     StatsmodelsSpec,
     as_factors,
-    cores_line,
-    cpu_model,
     first_sentence,
     fmt_diff,
     fmt_ratio,
     fmt_s,
     last_error,
     lme4_script,
+    machine_lines,
     median,
-    package_version,
     parse_lme4,
-    python_blas_lines,
     r_info,
-    r_version_line,
     relative_covariances,
     run_rscript,
     same_constant,
@@ -246,17 +238,6 @@ def time_statsmodels(w: Workload, df, repeats: int, row: Row, ours) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def machine_info(r_versions: dict[str, str], r_problem: str) -> list[str]:
-    return [
-        f"- CPU: {cpu_model()}; {cores_line()}",
-        *python_blas_lines(),
-        f"- Python {platform.python_version()}, lmm_sparse {lmm_sparse.__version__}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"statsmodels {package_version('statsmodels')}",
-        r_version_line(r_versions, r_problem),
-    ]
-
-
 def render(rows: list[Row], info: list[str], command: str, started: datetime.datetime,
            loads: tuple[tuple[float, ...], tuple[float, ...]], r_problem: str) -> str:
     out = [
@@ -433,7 +414,7 @@ def main() -> None:
             time_statsmodels(w, df, repeats, row, ours)
             rows.append(row)
 
-    text = render(rows, machine_info(r_versions, r_problem), command, started,
+    text = render(rows, machine_lines(r_versions, r_problem, ["statsmodels"]), command, started,
                   (load_start, os.getloadavg()), r_problem)
     print(text, end="")
     if not args.no_write:
