@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri  # the standard normal quantile (R's qnorm)
 
-from .errors import LmmSparseError
+from .errors import ModelSpecError
 from .optimize import (
     DERIV_STEP,
     OptSummary,
@@ -206,7 +206,7 @@ def _refit_theta(model: LinearMixedModel, start: np.ndarray, scale: np.ndarray,
         best = second if second.fval < opt.fval else opt
         opt = replace(best, theta0=start, feval=opt.feval + second.feval)
     if not np.isfinite(opt.fval):
-        raise LmmSparseError(f"the refit's criterion is not finite at theta = {opt.theta}")
+        raise ModelSpecError(f"the refit's criterion is not finite at theta = {opt.theta}")
     return engine, check_convergence(objective, opt, lower, calc_derivs=False)
 
 
@@ -249,7 +249,7 @@ def _as_vector(value: Any, size: int | None = None) -> np.ndarray:
         value.to_numpy() if isinstance(value, pd.Series) else
         list(value.values()) if isinstance(value, Mapping) else value, dtype=float))
     if values.ndim != 1 or (size is not None and len(values) != size):
-        raise LmmSparseError(
+        raise ModelSpecError(
             f"the bootstrap statistic must return {size or 'a fixed number of'} numbers, "
             f"got shape {values.shape}"
         )
@@ -293,12 +293,12 @@ def bootstrap(
     progress: show a progress bar (tqdm) on stderr.
     """
     if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
-        raise LmmSparseError(f"nsim must be a positive integer, got {nsim!r}")
+        raise ModelSpecError(f"nsim must be a positive integer, got {nsim!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or seed < 0):
-        raise LmmSparseError(f"seed must be a non-negative integer or None, got {seed!r}")
+        raise ModelSpecError(f"seed must be a non-negative integer or None, got {seed!r}")
     if func is not None and not callable(func):
-        raise LmmSparseError(f"func must be callable, got {type(func).__name__}")
+        raise ModelSpecError(f"func must be callable, got {type(func).__name__}")
     model = result.model
     t0_value = lme4_parameters(result) if func is None else func(result)
     t0 = pd.Series(_as_vector(t0_value), name="t0")
@@ -333,7 +333,7 @@ def _check_picklable(func: Callable[..., Any]) -> None:
     try:
         pickle.dumps(func)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise LmmSparseError(
+        raise ModelSpecError(
             f"with n_jobs != 1, func must be a module-level function (worker processes "
             f"import it by name); {getattr(func, '__qualname__', func)!r} cannot be sent: {exc}"
         ) from None
@@ -404,9 +404,9 @@ def boot_confint(boot: BootstrapResult, level: float = 0.95,
     are left out, as boot.ci does.
     """
     if type not in BOOT_TYPES:
-        raise LmmSparseError(f"type must be one of {BOOT_TYPES}, got {type!r}")
+        raise ModelSpecError(f"type must be one of {BOOT_TYPES}, got {type!r}")
     if not isinstance(level, (float, int)) or not 0 < level < 1:
-        raise LmmSparseError(f"level must be between 0 and 1, got {level!r}")
+        raise ModelSpecError(f"level must be between 0 and 1, got {level!r}")
     alpha = np.array([(1 - level) / 2, (1 + level) / 2])
     rows = []
     for name in boot.replicates.columns:

@@ -33,6 +33,7 @@ __all__ = [
     "make_fixed_design",
     "make_raw_terms",
     "intercept_name",
+    "as_pandas",
 ]
 
 # lme4 names the intercept "(Intercept)"; formulaic names it "Intercept".
@@ -171,13 +172,39 @@ def _is_known_function(name: str) -> bool:
     return hasattr(builtins, name) or name in {"np", "numpy"} or hasattr(numpy, name)
 
 
+def as_pandas(data: Any) -> pd.DataFrame:
+    """The data as a pandas DataFrame: pandas as is (never modified), polars and pyarrow
+    tables (anything with ``to_pandas()``) converted; anything else refused by name."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    to_pandas = getattr(data, "to_pandas", None)
+    if callable(to_pandas):
+        try:
+            converted = to_pandas()
+        except Exception as exc:
+            raise DataError(
+                f"cannot convert the {type(data).__name__} data to pandas: {exc}"
+            ) from None
+        if isinstance(converted, pd.DataFrame):
+            return converted
+    hint = " (pandas.DataFrame(data) converts it)" if isinstance(data, dict | list) else ""
+    raise DataError(
+        f"data must be a pandas DataFrame (or a polars/pyarrow table), got "
+        f"{type(data).__name__}{hint}"
+    )
+
+
 def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
     """Copy of the used columns with incomplete rows dropped (lme4's na.omit)."""
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    data = as_pandas(data)
     if len(data) == 0:
         raise DataError("data has no rows")
     columns = _required_columns(parsed, data)
+    repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} &
+                      {str(c) for c in columns})
+    if repeated:
+        raise DataError(f"column name(s) {repeated} appear more than once in the data: "
+                        "rename or drop the copies")
     frame = data.loc[:, columns].copy()
     frame = frame.dropna(how="any")
     if len(frame) == 0:
@@ -214,6 +241,14 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
     y = np.asarray(lhs, dtype=float).ravel()
     names_all = [intercept_name(str(c)) for c in mm.rhs.columns]
     X_all = np.asarray(mm.rhs, dtype=float)
+    _check_magnitude(y, parsed.response)
+    for j, name in enumerate(names_all):
+        _check_magnitude(X_all[:, j], name)
+    if len(y) > 1 and np.all(y == y[0]):
+        raise DataError(
+            f"response {parsed.response!r} is constant (every value is {y[0]:g}): there is "
+            "no variation for the model to explain (lme4: response is constant)"
+        )
     keep = _independent_columns(X_all)
     dropped = tuple(names_all[j] for j in range(X_all.shape[1]) if j not in set(keep))
     if dropped:
@@ -231,6 +266,23 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
         spec=mm.rhs.model_spec,
         keep=tuple(keep),
     )
+
+
+# Beyond this, sums of squares of a few thousand values overflow double precision; values
+# this large are a unit error, not data.
+_MAX_MAGNITUDE = 1e100
+
+
+def _check_magnitude(values: np.ndarray, name: str) -> None:
+    """Refuse values whose squares would overflow the cross-products, naming the column."""
+    if not np.isfinite(values).all():  # e.g. a transform such as np.log(0)
+        bad = int(np.sum(~np.isfinite(values)))
+        raise DataError(f"{name!r} has {bad} infinite or undefined value(s) after its "
+                        "transform (e.g. log of zero)")
+    biggest = float(np.max(np.abs(values))) if values.size else 0.0
+    if biggest > _MAX_MAGNITUDE:
+        raise DataError(f"{name!r} has values up to {biggest:.3g}: their squares overflow "
+                        "double precision; rescale it (e.g. divide by a power of ten)")
 
 
 def _independent_columns(X: np.ndarray) -> list[int]:

@@ -32,7 +32,9 @@ class DataError(LmmSparseError):
 
 
 class ModelSpecError(LmmSparseError):
-    """Formula and data are valid separately but the model is not estimable."""
+    """The model or test asked for cannot be done: formula and data are valid separately
+    but the model is not estimable, or an argument is out of its range (reml, kernel,
+    optimizer, ddf, type, level, nsim, ...)."""
 
 
 class LmmSparseWarning(UserWarning):

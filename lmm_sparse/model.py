@@ -19,7 +19,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .crossprod import ResponseUpdate, make_cross_products
-from .design import make_fixed_design, make_model_frame, make_raw_terms, quote_names
+from .design import (
+    as_pandas,
+    make_fixed_design,
+    make_model_frame,
+    make_raw_terms,
+    quote_names,
+)
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
 from .optimize import (
@@ -28,7 +34,7 @@ from .optimize import (
     resolve_method,
     with_blas_threads,
 )
-from .pls import DENSE_MAX_Q, DensePLS, PLSWorkspace
+from .pls import DENSE_MAX_Q, KERNELS, DensePLS, PLSWorkspace
 from .results import LmerResult, make_result
 from .terms import make_re_structure
 from .threads import blas_limit
@@ -58,6 +64,11 @@ class LinearMixedModel:
         self, formula: str, data: pd.DataFrame, reml: bool = True, kernel: str = "auto"
     ) -> None:
         start = time.perf_counter()
+        if not isinstance(reml, bool | np.bool_):
+            raise ModelSpecError(f"reml must be True or False, got {reml!r}")
+        if kernel not in KERNELS:  # checked before any work on the data
+            raise ModelSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        data = as_pandas(data)
         self.formula = formula
         self.reml = bool(reml)
         self.kernel_name = kernel
@@ -71,6 +82,7 @@ class LinearMixedModel:
         self.re = make_re_structure(raw)
         _check_identifiable(self.re, self.fixed.X.shape[1], len(self.frame))
         self.cp = make_cross_products(self.re, self.fixed.X, self.fixed.y)
+        _check_residual_left(self.cp, self.fixed.y, self.parsed.response)
         self.workspace = PLSWorkspace(self.re, self.cp, kernel=kernel)
         self.setup_seconds = time.perf_counter() - start
 
@@ -126,7 +138,9 @@ class LinearMixedModel:
     def _theta(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
         if theta.shape != self.re.theta0.shape:
-            raise ValueError(f"theta must have {self.re.ntheta} elements, got {theta.shape}")
+            raise ModelSpecError(
+                f"theta must have {self.re.ntheta} elements, got shape {theta.shape}"
+            )
         return theta
 
     def Lambda(self, theta: np.ndarray) -> sp.csc_matrix:
@@ -172,10 +186,14 @@ class LinearMixedModel:
         """Optimize theta and return the fitted model (arguments as :func:`lmer`)."""
         theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
         if theta0.shape != self.re.theta0.shape:
-            raise ValueError(f"start must have {self.re.ntheta} elements, got {theta0.shape}")
+            raise ModelSpecError(
+                f"start must have {self.re.ntheta} elements, got shape {theta0.shape}"
+            )
         threads = self.workspace.blas_threads() if blas_threads is None else int(blas_threads)
         if threads < 1:
-            raise ValueError(f"blas_threads must be a positive integer, got {blas_threads!r}")
+            raise ModelSpecError(
+                f"blas_threads must be a positive integer, got {blas_threads!r}"
+            )
         objective, gradient = self._criterion()
         # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
         with blas_limit(1):
@@ -239,13 +257,35 @@ def _check_response(y, n: int) -> np.ndarray:
     return values
 
 
+def _check_residual_left(cp, y: np.ndarray, response: str) -> None:
+    """The fixed effects alone must not reproduce y exactly: then every variance is zero and
+    the criterion is unbounded below (it would go to -inf as sigma -> 0)."""
+    p = cp.p
+    left = float(np.sqrt(max(cp.XyXy[p, p], 0.0)))  # |y - X beta_OLS|
+    if left <= 1e-10 * float(np.linalg.norm(y)):
+        raise DataError(
+            f"response {response!r} is reproduced exactly by the fixed effects (least-squares "
+            "residual zero): there is no variation left for random effects or a residual"
+        )
+
+
 def _check_identifiable(re, p: int, n: int) -> None:
-    """lme4's nlev < nobs checks: a grouping factor needs fewer levels than observations."""
+    """lme4's checks before fitting (lmerControl's check.nlev.gtr.1, check.nobs.vs.nlev,
+    check.nobs.vs.nRE, all "stop" by default): every grouping factor has at least two
+    levels, and every term has fewer random effects than there are observations."""
     for term in re.terms:
-        if term.nlevels >= n and term.k == 1:
+        if term.nlevels < 2:
             raise ModelSpecError(
-                f"grouping factor {term.group!r} has {term.nlevels} levels for {n} "
-                "observations: the random effects and the residual are not identifiable"
+                f"grouping factor {term.group!r} of {term.bar.source} has only one level "
+                f"('{term.levels[0]}'): a random effect needs at least 2 sampled levels"
+            )
+        if term.nlevels * term.k >= n:
+            detail = (f"{term.nlevels} levels" if term.k == 1
+                      else f"{term.nlevels} levels x {term.k} coefficients")
+            raise ModelSpecError(
+                f"term {term.bar.source} has {term.nlevels * term.k} random effects "
+                f"({detail}) for {n} observations: the random effects and the residual "
+                "are not identifiable"
             )
     if n <= p:
         raise DataError(f"{n} observations cannot estimate {p} fixed effects")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.optimize
 
+from .errors import ModelSpecError
 from .threads import blas_limit
 
 __all__ = [
@@ -51,6 +52,7 @@ class OptSummary:
     feval: number of criterion evaluations by the optimizer (derivative checks excluded).
     seconds: wall time of the optimization.
     optimizer_message: what the optimizer said when it stopped.
+    optimizer_converged: False when the optimizer stopped at its evaluation limit.
     messages: lme4-style convergence messages (empty when all checks passed).
     gradient, hessian: derivatives at the optimum for the convergence checks (the exact
         gradient and differences of it when there is one, else finite differences; None if
@@ -64,6 +66,7 @@ class OptSummary:
     feval: int
     seconds: float
     optimizer_message: str
+    optimizer_converged: bool = True
     messages: tuple[str, ...] = ()
     gradient: np.ndarray | None = field(default=None, repr=False)
     hessian: np.ndarray | None = field(default=None, repr=False)
@@ -103,7 +106,7 @@ def with_blas_threads(objective, threads: int):
 def resolve_method(method: str, has_gradient: bool) -> str:
     """"auto": L-BFGS-B on the exact gradient when there is one, else COBYQA."""
     if method not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {method!r}")
+        raise ModelSpecError(f"optimizer must be one of {OPTIMIZERS}, got {method!r}")
     if method == "auto":
         return "L-BFGS-B" if has_gradient else "cobyqa"
     return method
@@ -162,6 +165,9 @@ def optimize_theta(
         feval=count,
         seconds=time.perf_counter() - start,
         optimizer_message=str(result.message),
+        # Only the evaluation limit is reported: L-BFGS-B also "fails" a line search at an
+        # optimum whose criterion has rounding noise, which the derivative checks judge.
+        optimizer_converged=bool(result.success) or count < maxfev,
     )
 
 
@@ -271,6 +277,12 @@ def check_convergence(
     ``objective_gradient``, the exact gradient and differences of it.
     """
     messages: list[str] = []
+    if not opt.optimizer_converged:  # lme4: "convergence code 1 from bobyqa: ..."
+        messages.append(
+            f"the optimizer ({opt.method}) stopped at its evaluation limit after "
+            f"{opt.feval} evaluations without converging (raise maxfev): "
+            f"{opt.optimizer_message}"
+        )
     if is_singular_theta(opt.theta, lower):
         messages.append("boundary (singular) fit: see is_singular")
         return _with(opt, messages, None, None)

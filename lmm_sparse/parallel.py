@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
+from .errors import ModelSpecError
+
 if TYPE_CHECKING:
     from .model import LinearMixedModel
 
@@ -54,7 +56,9 @@ def resolve_jobs(n_jobs: int | None) -> int:
     if n_jobs is None:
         return 1
     if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1 (every core), got {n_jobs!r}")
+        raise ModelSpecError(
+            f"n_jobs must be a positive integer or -1 (every core), got {n_jobs!r}"
+        )
     return (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
 
 

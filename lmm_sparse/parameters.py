@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from .errors import LmmSparseError
+from .errors import ModelSpecError
 from .terms import ReStructure
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def fitted_model(result: LmerResult) -> LinearMixedModel:
     """The model behind a fitted result, or an error naming what was passed instead."""
     model = getattr(result, "model", None)
     if model is None or not hasattr(model, "workspace"):
-        raise LmmSparseError(
+        raise ModelSpecError(
             f"a fitted LmerResult (from lmer) is needed, got {type(result).__name__}"
         )
     return model
@@ -176,10 +176,10 @@ def resolve_which(parameters: Sequence[Parameter], which) -> tuple[int, ...]:
         elif isinstance(item, str) and item in by_name:
             chosen.add(by_name[item])
         else:
-            raise LmmSparseError(
+            raise ModelSpecError(
                 f"unknown parameter {item!r} in which; choose among {list(by_name)} or the "
                 "groups 'theta_' (variance parameters) and 'beta_' (fixed effects)"
             )
     if not chosen:
-        raise LmmSparseError(f"which={which!r} selects no parameter")
+        raise ModelSpecError(f"which={which!r} selects no parameter")
     return tuple(sorted(chosen))

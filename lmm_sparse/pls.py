@@ -35,6 +35,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from .crossprod import CrossProducts, ZtZOperator
+from .errors import ModelSpecError
 from .gradient import gradient_parts
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
@@ -115,7 +116,7 @@ class PLSWorkspace:
 
     def __init__(self, re: ReStructure, cp: CrossProducts, kernel: str = "auto") -> None:
         if kernel not in KERNELS:
-            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+            raise ModelSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         self.re, self.cp = re, cp
         self.kernel = self._choose_kernel(kernel)
         self._shared = _SharedKernel()

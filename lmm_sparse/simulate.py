@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import FormulaError, LmmSparseError
+from .errors import FormulaError, ModelSpecError
 from .predict import select_random_effects
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def make_plan(result: LmerResult, use_u: bool = False, re_form: Any = _UNSET) ->
     if re_form is _UNSET:
         re_form = None if use_u else "~0"
     elif use_u:
-        raise LmmSparseError("give either use_u=True or re_form, not both (as lme4's simulate)")
+        raise ModelSpecError("give either use_u=True or re_form, not both (as lme4's simulate)")
     model = result.model
     selection = select_random_effects(model, re_form)
     mean = model.X @ result.fixef.to_numpy()
@@ -129,7 +129,7 @@ def simulate(
     draws. Rows are the observations used in the fit.
     """
     if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
-        raise LmmSparseError(f"nsim must be a positive integer, got {nsim!r}")
+        raise ModelSpecError(f"nsim must be a positive integer, got {nsim!r}")
     plan = make_plan(result, use_u=use_u, re_form=re_form)
     return draw_responses(result.model, plan, int(nsim), np.random.default_rng(seed))
 

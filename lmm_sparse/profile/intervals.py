@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.interpolate
 import scipy.stats
 
-from ..errors import ConvergenceWarning, LmmSparseError
+from ..errors import ConvergenceWarning, ModelSpecError
 from ..parameters import Parameter, fitted_model, model_parameters, resolve_which
 from .levels import check_level, percent_labels
 from .run import run_profiles
@@ -112,11 +112,11 @@ def _interval_from_table(table: pd.DataFrame, par: Parameter,
     """
     rows = table[table["parameter"] == par.name].sort_values("value")
     if rows.empty:
-        raise LmmSparseError(f"the profile table has no rows for {par.name!r}")
+        raise ModelSpecError(f"the profile table has no rows for {par.name!r}")
     values, zetas = rows["value"].to_numpy(float), rows["zeta"].to_numpy(float)
     centre = np.flatnonzero(zetas == 0.0)
     if centre.size == 0:
-        raise LmmSparseError(f"the profile table has no estimate (zeta = 0) for {par.name!r}")
+        raise ModelSpecError(f"the profile table has no estimate (zeta = 0) for {par.name!r}")
     mid = int(centre[len(centre) // 2])
     ends = []
     for sign, bound in ((-1, par.lower), (1, par.upper)):

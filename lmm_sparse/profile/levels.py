@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import scipy.stats
 
-from ..errors import LmmSparseError
+from ..errors import ModelSpecError
 
 __all__ = ["check_level", "percent_labels", "zeta_targets"]
 
@@ -23,9 +23,9 @@ def check_level(level: float) -> float:
     try:
         value = float(level)
     except (TypeError, ValueError):
-        raise LmmSparseError(f"level must be a number in (0, 1), got {level!r}") from None
+        raise ModelSpecError(f"level must be a number in (0, 1), got {level!r}") from None
     if not 0.0 < value < 1.0:
-        raise LmmSparseError(f"level must be in (0, 1), got {level!r}")
+        raise ModelSpecError(f"level must be in (0, 1), got {level!r}")
     return value
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import ConvergenceWarning, LmmSparseError
+from ..errors import ConvergenceWarning, ModelSpecError
 from ..parallel import map_tasks
 from ..parameters import fitted_model, model_parameters, resolve_which
 from ..threads import blas_limit
@@ -136,7 +136,7 @@ def profile_zeta(result: LmerResult, parameter: str, values: Sequence[float]) ->
     values = np.asarray(values, dtype=float)
     outside = values[(values < par.lower) | (values > par.upper) | ~np.isfinite(values)]
     if outside.size:
-        raise LmmSparseError(f"{parameter} must lie in [{par.lower}, {par.upper}], "
+        raise ModelSpecError(f"{parameter} must lie in [{par.lower}, {par.upper}], "
                              f"got {outside.tolist()}")
     ws = model.workspace
     theta_fit = np.asarray(result.theta, dtype=float).copy()
@@ -153,7 +153,7 @@ def _profile_table(setup: ProfileSetup, profiles: list[ParameterProfile]) -> pd.
     names = [p.name for p in setup.parameters]
     clash = set(names) & set(_PROFILE_COLUMNS)
     if clash:
-        raise LmmSparseError(
+        raise ModelSpecError(
             f"a parameter is named {sorted(clash)}, which the profile table uses for its own "
             "columns; rename the predictor"
         )

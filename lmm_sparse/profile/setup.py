@@ -18,7 +18,7 @@ import numpy as np
 import scipy.linalg
 import scipy.stats
 
-from ..errors import LmmSparseError
+from ..errors import ModelSpecError
 from ..optimize import optimize_with_restart
 from ..parameters import Parameter, model_parameters, sdcor_from_theta
 from ..pls import profiled_deviance
@@ -102,12 +102,12 @@ def check_settings(alpha_max: float, max_points: int, delta: float | None,
                    delta_cutoff: float, max_mult: float) -> None:
     """An error naming the first of the walk's settings that is out of its range."""
     if not 0.0 < float(alpha_max) < 1.0:
-        raise LmmSparseError(f"alpha_max must be in (0, 1), got {alpha_max!r}")
+        raise ModelSpecError(f"alpha_max must be in (0, 1), got {alpha_max!r}")
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
-        raise LmmSparseError(f"max_points must be an integer >= 2, got {max_points!r}")
+        raise ModelSpecError(f"max_points must be an integer >= 2, got {max_points!r}")
     if delta is not None and not float(delta) > 0.0:
-        raise LmmSparseError(f"delta must be positive, got {delta!r}")
+        raise ModelSpecError(f"delta must be positive, got {delta!r}")
     if not float(delta_cutoff) > 0.0:
-        raise LmmSparseError(f"delta_cutoff must be positive, got {delta_cutoff!r}")
+        raise ModelSpecError(f"delta_cutoff must be positive, got {delta_cutoff!r}")
     if not float(max_mult) > 1.0:
-        raise LmmSparseError(f"max_mult must be greater than 1, got {max_mult!r}")
+        raise ModelSpecError(f"max_mult must be greater than 1, got {max_mult!r}")
