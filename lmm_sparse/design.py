@@ -34,6 +34,7 @@ __all__ = [
     "make_raw_terms",
     "intercept_name",
     "as_pandas",
+    "dependency_message",
 ]
 
 # lme4 names the intercept "(Intercept)"; formulaic names it "Intercept".
@@ -141,7 +142,9 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
             try:
                 needed |= set(Formula(text).required_variables)
             except Exception as exc:  # formulaic's parser raises several types
-                raise FormulaError(f"cannot parse {where} {text!r}: {exc}") from None
+                raise FormulaError(
+                    f"cannot parse {where} {text!r}: {dependency_message(exc)}"
+                ) from None
     for bar in parsed.bars:
         needed |= set(bar.factors)
     # formulaic's formula tokens, which also catch columns whose names shadow its transforms.
@@ -229,14 +232,23 @@ def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
 def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign:
     """y and the fixed-effects matrix X, aliased columns dropped as lme4 does."""
     try:
-        mm = model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="raise")
+        # Incomplete rows are gone already, so a missing value here comes from a transform
+        # (np.log of a negative number): kept ("ignore") for _check_magnitude to name it.
+        with np.errstate(all="ignore"):
+            mm = model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="ignore")
     except Exception as exc:
-        raise FormulaError(f"cannot build the fixed effects of {parsed.text!r}: {exc}") from None
+        raise FormulaError(
+            f"cannot build the fixed effects of {parsed.text!r}: {dependency_message(exc)}"
+        ) from None
     lhs = mm.lhs
     if lhs.shape[1] != 1:
+        stored = frame[parsed.response].dtype if parsed.response in frame.columns else None
+        hint = (f"; the column is stored as {stored}: convert it with pandas.to_numeric"
+                if stored is not None and not pd.api.types.is_numeric_dtype(stored) else "")
+        shown = ", ".join(map(str, lhs.columns[:5])) + (", ..." if lhs.shape[1] > 5 else "")
         raise DataError(
             f"response {parsed.response!r} must be one numeric column; it encodes to "
-            f"{lhs.shape[1]} columns ({', '.join(map(str, lhs.columns))})"
+            f"{lhs.shape[1]} columns ({shown}){hint}"
         )
     y = np.asarray(lhs, dtype=float).ravel()
     names_all = [intercept_name(str(c)) for c in mm.rhs.columns]
@@ -268,6 +280,16 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
+
+
+def dependency_message(exc: BaseException) -> str:
+    """A dependency's error message on one line, without terminal colour codes and
+    formulaic's highlight markers (they would garble our message in a log)."""
+    text = _ANSI.sub("", str(exc))
+    return " ".join(text.split()) or type(exc).__name__
+
+
 # Beyond this, sums of squares of a few thousand values overflow double precision; values
 # this large are a unit error, not data.
 _MAX_MAGNITUDE = 1e100
@@ -278,7 +300,7 @@ def _check_magnitude(values: np.ndarray, name: str) -> None:
     if not np.isfinite(values).all():  # e.g. a transform such as np.log(0)
         bad = int(np.sum(~np.isfinite(values)))
         raise DataError(f"{name!r} has {bad} infinite or undefined value(s) after its "
-                        "transform (e.g. log of zero)")
+                        "transform (e.g. the log of zero or of a negative number)")
     biggest = float(np.max(np.abs(values))) if values.size else 0.0
     if biggest > _MAX_MAGNITUDE:
         raise DataError(f"{name!r} has values up to {biggest:.3g}: their squares overflow "
@@ -335,12 +357,15 @@ def _make_raw_term(bar: BarTerm, frame: pd.DataFrame, matrices: dict[str, Any]) 
     mm = matrices.get(bar.lhs)
     if mm is None:
         try:
-            mm = matrices[bar.lhs] = model_matrix(bar.lhs, frame, na_action="raise")
+            with np.errstate(all="ignore"):
+                mm = matrices[bar.lhs] = model_matrix(bar.lhs, frame, na_action="ignore")
         except Exception as exc:
             raise FormulaError(
-                f"cannot build random-effects term {bar.source}: {exc}"
+                f"cannot build random-effects term {bar.source}: {dependency_message(exc)}"
             ) from None
     X = np.asarray(mm, dtype=float)
+    for j, name in enumerate(mm.columns):
+        _check_magnitude(X[:, j], f"{name} in {bar.source}")
     if X.shape[1] == 0:
         raise FormulaError(f"random-effects term {bar.source} has no columns")
     codes, levels = group_codes(frame, bar.factors)

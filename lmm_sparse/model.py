@@ -184,7 +184,11 @@ class LinearMixedModel:
         blas_threads: int | None = None,
     ) -> LmerResult:
         """Optimize theta and return the fitted model (arguments as :func:`lmer`)."""
+        if isinstance(maxfev, bool) or not isinstance(maxfev, int | np.integer) or maxfev < 1:
+            raise ModelSpecError(f"maxfev must be a positive integer, got {maxfev!r}")
         theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
+        if not np.all(np.isfinite(theta0)):
+            raise ModelSpecError(f"start must be finite, got {theta0.tolist()}")
         if theta0.shape != self.re.theta0.shape:
             raise ModelSpecError(
                 f"start must have {self.re.ntheta} elements, got shape {theta0.shape}"

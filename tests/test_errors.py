@@ -94,6 +94,10 @@ DATA_CASES = [
     ("repeated-column-name", SLEEP_FORMULA,
      lambda: pd.concat([_sleep(), _sleep()[["Days"]]], axis=1), DataError,
      ["'Days'", "more than once"]),
+    ("undefined-after-transform", "Reaction ~ np.log(Days - 5) + (1 | Subject)", _sleep,
+     DataError, ["np.log(Days - 5)", "undefined", "negative"]),
+    ("text-numbers-response", SLEEP_FORMULA, _with(Reaction=lambda d: d["Reaction"].astype(str)),
+     DataError, ["'Reaction'", "pandas.to_numeric"]),
     ("fewer-rows-than-fixed-effects", "y ~ C(d) + (1 | g)",
      lambda: pd.DataFrame({"y": [1.0, 3, 2, 5, 4, 7], "d": range(6), "g": list("aabbcc")}),
      DataError, ["6 observations", "6 fixed effects"]),
@@ -146,6 +150,8 @@ def test_errors_come_before_the_cross_products(monkeypatch, formula, make, error
     ({"optimizer": "bobyqa"}, "optimizer must be one of"),
     ({"blas_threads": 0}, "blas_threads must be a positive integer"),
     ({"start": np.ones(2)}, "start must have 3 elements"),
+    ({"start": np.array([np.nan, 0.0, 1.0])}, "start must be finite"),
+    ({"maxfev": 0}, "maxfev must be a positive integer"),
 ])
 def test_bad_arguments_are_model_spec_errors(kwargs, fragment):
     with pytest.raises(ModelSpecError, match=fragment):
@@ -186,6 +192,14 @@ def test_numeric_grouping_columns_are_factors():
     assert all(f.ngroups == {"Subject": 18} for f in fits)
     for f in fits[1:]:
         assert f.objective == pytest.approx(fits[0].objective, rel=1e-10)
+
+
+def test_dependency_messages_lose_colour_codes():
+    with pytest.raises(FormulaError) as info:
+        lmm_sparse.lmer("Reaction ~ Days + () + (1 | Subject)", _sleep())
+    message = str(info.value)
+    assert "Days + ()" in message
+    assert "\x1b[" not in message and "\n" not in message
 
 
 def test_every_error_is_a_value_error_of_ours():
