@@ -66,6 +66,14 @@ def likelihood_ratio_table(
             "likelihood-ratio tests need the same rows (check missing values in the "
             "variables only some models use)"
         )
+    first = results[0].model.fixed.y
+    for i, r in enumerate(results[1:], start=1):
+        if not np.array_equal(r.model.fixed.y, first):
+            raise DataError(
+                f"model {i + 1} ({r.model.parsed.response!r}) and model 1 "
+                f"({results[0].model.parsed.response!r}) have different responses (or "
+                "rows): their likelihoods cannot be compared"
+            )
     if any(r.reml for r in results):
         if not refit:
             raise ModelSpecError("REML fits cannot be compared by likelihood ratio; "

@@ -308,6 +308,9 @@ def test_likelihood_ratio_needs_the_same_rows():
         lmm_sparse.anova(m0, m1)
     with pytest.raises(ModelSpecError, match="at least two"):
         likelihood_ratio_table(m0)
+    other = lmm_sparse.lmer("Days ~ Reaction + (1 | Subject)", data, reml=False)
+    with pytest.raises(lmm_sparse.DataError, match="different responses"):
+        lmm_sparse.anova(m0, other)
 
 
 def test_satterthwaite_hessian_by_gradients_equals_hessian_by_values():
