@@ -148,7 +148,11 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     for bar in parsed.bars:
         needed |= set(bar.factors)
     # formulaic's formula tokens, which also catch columns whose names shadow its transforms.
-    tokens = set(re.findall(r"[A-Za-z_.][A-Za-z0-9_.]*|(?<=`)[^`]+(?=`)", parsed.text))
+    # A name directly followed by "(" is a function call (C(x), log(z)): a column of that
+    # name is not read, and must not enter the frame, where it would shadow the function.
+    tokens = set(re.findall(
+        r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*(?![A-Za-z0-9_.]|\s*\()"
+        r"|(?<=`)[^`]+(?=`)", parsed.text))
     missing = sorted(name for name in needed if name not in data.columns)
     # Names formulaic resolves from the environment (np, log, ...) are not columns, and
     # for a quoted dotted column such as `Re.action` it reports the prefix "Re".
@@ -197,6 +201,17 @@ def as_pandas(data: Any) -> pd.DataFrame:
     )
 
 
+def _check_kind(values: pd.Series, column: object) -> None:
+    """Refuse column types a linear model cannot use as they are, naming the column."""
+    dtype = values.dtype
+    if pd.api.types.is_complex_dtype(dtype):
+        raise DataError(f"column {column!r} holds complex numbers: a linear mixed model needs "
+                        "real values")
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        raise DataError(f"column {column!r} holds dates or durations ({dtype}): convert it to "
+                        "a number first (e.g. days since a reference date)")
+
+
 def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
     """Copy of the used columns with incomplete rows dropped (lme4's na.omit)."""
     data = as_pandas(data)
@@ -219,6 +234,7 @@ def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
         )
     for column in columns:
         values = frame[column]
+        _check_kind(values, column)
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             bad = ~np.isfinite(values.to_numpy(dtype=float))
             if bad.any():
@@ -253,6 +269,10 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
     y = np.asarray(lhs, dtype=float).ravel()
     names_all = [intercept_name(str(c)) for c in mm.rhs.columns]
     X_all = np.asarray(mm.rhs, dtype=float)
+    if X_all.shape[0] <= X_all.shape[1]:
+        raise DataError(f"{X_all.shape[0]} observations cannot estimate {X_all.shape[1]} "
+                        f"fixed-effects columns ({', '.join(names_all[:6])}"
+                        f"{', ...' if len(names_all) > 6 else ''})")
     _check_magnitude(y, parsed.response)
     for j, name in enumerate(names_all):
         _check_magnitude(X_all[:, j], name)

@@ -191,6 +191,9 @@ def _expand_bar(inner: str, source: str) -> list[BarTerm]:
         )
     if not rhs:
         raise FormulaError(f"random-effects term {source} has no grouping factor right of '|'")
+    if "~" in inner:
+        raise FormulaError(f"random-effects term {source} contains '~': the formula has one "
+                           "'~', between the response and the terms")
     groups = _expand_slash(rhs, source)
     lhs_parts = _uncorrelated_parts(lhs, source) if uncorrelated else [lhs]
     return [BarTerm(lhs=part, factors=g, source=source) for g in groups for part in lhs_parts]

@@ -100,7 +100,7 @@ DATA_CASES = [
      DataError, ["'Reaction'", "pandas.to_numeric"]),
     ("fewer-rows-than-fixed-effects", "y ~ C(d) + (1 | g)",
      lambda: pd.DataFrame({"y": [1.0, 3, 2, 5, 4, 7], "d": range(6), "g": list("aabbcc")}),
-     DataError, ["6 observations", "6 fixed effects"]),
+     DataError, ["6 observations", "6 fixed-effects columns"]),
 ]
 
 
