@@ -58,6 +58,15 @@ class CrossProducts:
     ZtXy: per term, Z_i'[X y0] reshaped to (levels, k_i, p + 1).
     XyXy: [X y0]'[X y0], (p + 1, p + 1).
     beta0: the least-squares coefficients of y on X; ``y0 = y - X beta0``.
+    center: column means subtracted from X's columns, when X's first column is the
+        intercept (0 for the intercept itself; all 0 without one). "X" in the fields above
+        is this centred X_c = X S, S = I - e_1 center'.
+
+    X enters centred. The model is the same (X_c spans the same space; beta_c = S^-1 beta
+    changes only the intercept, and det S = 1 leaves log det(R_X'R_X) unchanged), but an
+    uncentred covariate (a year, x + 1e6) no longer makes X'X - W'W a small difference of
+    huge numbers: measured, x + 1e6 moved the criterion by up to 4e-6 relative before.
+    :meth:`from_y0` and :meth:`to_y0` convert between the two coordinates.
 
     The response enters as its least-squares residual y0. The PLS solution is the same up
     to ``beta = beta(y0) + beta0`` (adding X c to y only shifts beta by c), but pwrss is no
@@ -72,6 +81,48 @@ class CrossProducts:
     ZtXy: tuple[np.ndarray, ...]
     XyXy: np.ndarray
     beta0: np.ndarray
+    center: np.ndarray
+
+    def from_y0(self, beta_y0: np.ndarray, RX_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """beta (fitted to y0, centred X) and R_X of the centred X -> beta and R_X of X.
+
+        beta = S (beta_y0 + beta0); R_X = R_X,c S^-1, S^-1 = I + e_1 center': only the first
+        row of R_X changes, so it stays upper triangular.
+        """
+        beta = beta_y0 + self.beta0
+        if not self.center.any():
+            return beta, RX_c
+        beta = beta.copy()
+        beta[0] -= self.center @ beta
+        RX = RX_c.copy()
+        RX[0] += RX_c[0, 0] * self.center
+        return beta, RX
+
+    def to_y0(self, beta: np.ndarray) -> np.ndarray:
+        """beta of X -> the coordinates the cross-products use (centred X, fitted to y0)."""
+        if not self.center.any():
+            return beta - self.beta0
+        beta_c = np.array(beta, dtype=float)
+        beta_c[0] += self.center @ beta_c
+        return beta_c - self.beta0
+
+    def centred_RX(self, RX: np.ndarray) -> np.ndarray:
+        """R_X of X -> R_X of the centred X (R_X,c = R_X S)."""
+        if not self.center.any():
+            return RX
+        RX_c = RX.copy()
+        RX_c[0] -= RX[0, 0] * self.center
+        return RX_c
+
+
+def centering(X: np.ndarray) -> np.ndarray:
+    """Column means to subtract when X's first column is the intercept (see CrossProducts)."""
+    p = X.shape[1]
+    if p < 2 or not np.all(X[:, 0] == 1.0):
+        return np.zeros(p)
+    center = X.mean(axis=0)
+    center[0] = 0.0
+    return center
 
 
 def _grouped_cross(codes: np.ndarray, nlev: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -94,6 +145,9 @@ def _pair_block(re: ReStructure, i: int, j: int) -> ZtZBlock | None:
 
 def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossProducts:
     """All cross-products of the PLS system in one pass over the data, O(n p^2)."""
+    center = centering(X)
+    if center.any():
+        X = X - center
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     Xy = np.column_stack([X, y - X @ beta0])
     blocks = []
@@ -106,7 +160,8 @@ def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossP
             blocks.append(_pair_block(re, i, j))
     ZtXy = tuple(_grouped_cross(t.codes, t.nlevels, t.X, Xy) for t in re.terms)
     return CrossProducts(
-        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0
+        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0,
+        center=center,
     )
 
 
@@ -125,7 +180,7 @@ class ResponseUpdate:
     """
 
     def __init__(self, re: ReStructure, X: np.ndarray, cp: CrossProducts) -> None:
-        self.cp, self.X = cp, X
+        self.cp, self.X = cp, (X - cp.center if cp.center.any() else X)  # as the cp hold it
         self._Zt = re.Z().T.tocsr()
         self._sizes = [t.nlevels * t.k for t in re.terms]
         p = cp.p

@@ -94,8 +94,9 @@ def gradient_parts(
     """Gradients in theta of ``ldL2 (+ ldRX2 when CX is given)`` and of ``pwrss``.
 
     ``u``: the spherical modes (q,); ``CX = A^{-1} Lambda' Z'X`` (q x p), needed for the
-    REML term only; ``beta`` for y0 (the evaluation's beta minus ``cp.beta0``); RX from
-    the evaluation. Needs ``G Lambda V`` for one column without CX, p + 1 with it.
+    REML term only; ``beta`` for y0 in the centred X (``cp.to_y0(ev.beta)``); RX of the
+    centred X (``cp.centred_RX(ev.RX)``). Needs ``G Lambda V`` for one column without CX,
+    p + 1 with it.
     """
     p = cp.p
     V = u[:, None] if CX is None else np.column_stack([CX, u])

@@ -192,13 +192,13 @@ class PLSWorkspace:
         R, info = scipy.linalg.lapack.dpotrf(M, lower=0, clean=1)
         if info != 0:  # y is (numerically) fitted exactly: no residual left
             return PLSEval(theta, ldL2, math.inf, 0.0, np.full(p, np.nan), np.full((p, p), np.nan))
-        RX = R[:p, :p]
-        beta = scipy.linalg.solve_triangular(RX, R[:p, p]) if p else np.zeros(0)
-        beta = beta + self.cp.beta0  # the cross-products hold y0 = y - X beta0
+        RX_c = R[:p, :p]
+        beta_y0 = scipy.linalg.solve_triangular(RX_c, R[:p, p]) if p else np.zeros(0)
+        beta, RX = self.cp.from_y0(beta_y0, RX_c)  # the cross-products hold y0, centred X
         return PLSEval(
             theta=theta,
             ldL2=ldL2,
-            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX)))),
+            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX_c)))),
             pwrss=float(R[p, p] ** 2),
             beta=beta,
             RX=RX,
@@ -256,7 +256,7 @@ class PLSWorkspace:
         if self._shared.ztz is None:  # Z'Z only: shared by with_cross_products workspaces
             self._shared.ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
-        p, beta = self.cp.p, ev.beta - self.cp.beta0  # beta for y0
+        p, beta = self.cp.p, self.cp.to_y0(ev.beta)  # beta for y0 and the centred X
         # u's right-hand side: one column; REML also needs C_X = A^{-1} Lambda' Z'X
         rhs = self._residual_rhs(templates, beta)
         if reml and p:
@@ -265,7 +265,7 @@ class PLSWorkspace:
         else:
             u, CX = self.kernel.solve(rhs), None
         logdet, dpwrss = gradient_parts(
-            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, ev.RX,
+            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, self.cp.centred_RX(ev.RX),
             self.kernel.inverse_blocks(),
         )
         return ev, logdet, dpwrss
@@ -277,7 +277,7 @@ class PLSWorkspace:
     def spherical_modes(self, ev: PLSEval) -> np.ndarray:
         """u = (A + I)^{-1} Lambda' Z' (y - X beta) at ev.theta (eq. 17), shape (q,)."""
         self._ensure(ev.theta)
-        rhs = self._residual_rhs(self.re.templates(ev.theta), ev.beta - self.cp.beta0)
+        rhs = self._residual_rhs(self.re.templates(ev.theta), self.cp.to_y0(ev.beta))
         return self.kernel.solve(rhs)
 
     def _residual_rhs(self, templates: list[np.ndarray], beta: np.ndarray) -> np.ndarray:
@@ -429,14 +429,15 @@ class DensePLS:
             return PLSEval(theta, math.inf, math.inf, 0.0, np.full(p, np.nan),
                            np.full((p, p), np.nan))
         _, _, L, _, R = parts
-        RX = R[:p, :p]
-        beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)
+        RX_c = R[:p, :p]
+        beta_y0 = _dtrtrs(RX_c, R[:p, p])[0] if p else np.zeros(0)
+        beta, RX = self.cp.from_y0(beta_y0, RX_c)
         return PLSEval(
             theta=theta,
             ldL2=2.0 * float(np.sum(np.log(np.diag(L)))),
-            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX)))),
+            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX_c)))),
             pwrss=float(R[p, p] ** 2),
-            beta=beta + self.cp.beta0,
+            beta=beta,
             RX=RX,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.linalg
 from conftest import synthetic_frame
 
 from lmm_sparse import LinearMixedModel
@@ -43,9 +44,12 @@ def test_cross_products_match_sparse_products(formula):
             cols = model.re.offsets[block.j] + c * tj.k + np.arange(tj.k)
             np.testing.assert_allclose(block.C[n], ZtZ[np.ix_(rows, cols)], atol=1e-10)
     ZtXy = np.concatenate([b.reshape(-1, b.shape[2]) for b in model.cp.ZtXy])
-    y0 = y - X @ model.cp.beta0  # the response enters as its least-squares residual
+    Xc = X - model.cp.center  # X enters centred when it has an intercept
+    assert np.all(X[:, 0] == 1) and np.all(Xc[:, 0] == 1)
+    np.testing.assert_allclose(Xc[:, 1:].mean(axis=0), 0, atol=1e-12)
+    y0 = y - Xc @ model.cp.beta0  # the response enters as its least-squares residual
     np.testing.assert_allclose(X.T @ y0, 0, atol=1e-8 * np.abs(X.T @ y).max())
-    np.testing.assert_allclose(ZtXy, Z.T @ np.column_stack([X, y0]), atol=1e-10)
+    np.testing.assert_allclose(ZtXy, Z.T @ np.column_stack([Xc, y0]), atol=1e-10)
 
 
 @pytest.mark.parametrize("formula", FORMULAS)
@@ -135,3 +139,28 @@ def test_small_models_optimize_on_the_dense_evaluator_with_the_same_answer(sleep
     assert a.objective == pytest.approx(b.objective, abs=1e-8)
     np.testing.assert_allclose(a.theta, b.theta, rtol=1e-4)
     np.testing.assert_allclose(a.fixef, b.fixef, rtol=1e-8)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_a_shifted_covariate_leaves_the_criterion_unchanged(reml):
+    # x -> x + 1e6 with an intercept is the same model. Before X entered centred, the
+    # criterion at a fixed theta moved by up to 4e-6 relative (X'X - W'W cancelled).
+    data = _data(400, 5)
+    theta = np.array([0.7, 0.4])
+    evs, values = [], []
+    for shift in (0.0, 1e6):
+        model = LinearMixedModel("y ~ x + (1 | a) + (1 | b)", data.assign(x=data["x"] + shift),
+                                 reml=reml)
+        values.append(model.objective(theta))
+        evs.append(model.workspace.evaluate(theta))
+    # x + 1e6 is itself stored to ~1e-10 absolute, so the data differ at that level
+    assert values[1] == pytest.approx(values[0], rel=1e-10)
+    plain, shifted = evs
+    assert shifted.beta[1] == pytest.approx(plain.beta[1], rel=1e-9)
+    assert shifted.beta[0] == pytest.approx(plain.beta[0] - 1e6 * plain.beta[1], rel=1e-9)
+    assert np.allclose(np.triu(shifted.RX), shifted.RX)  # still upper triangular
+    # R_X is the original X's: the slope's variance is the same, the intercept's grows
+    inverses = [scipy.linalg.solve_triangular(ev.RX, np.eye(2)) for ev in evs]
+    V0, V1 = (Ri @ Ri.T for Ri in inverses)  # as results.py forms vcov
+    assert V1[1, 1] == pytest.approx(V0[1, 1], rel=1e-8)
+    assert V1[0, 0] > 1e10 * V0[1, 1]

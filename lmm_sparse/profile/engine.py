@@ -63,7 +63,7 @@ class Engine:
         u = self.ws.spherical_modes(replace(ev, beta=beta))  # the factor is ev's: no refactor
         logdet, dpwrss = gradient_parts(
             self.re, self.cp, self._ztz, self.re.templates(ev.theta), u, None,
-            beta - self.cp.beta0, ev.RX, self.ws.kernel.inverse_blocks(),
+            self.cp.to_y0(beta), self.cp.centred_RX(ev.RX), self.ws.kernel.inverse_blocks(),
         )
         return logdet + inv_sigma2 * dpwrss
 
