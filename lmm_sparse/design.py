@@ -412,19 +412,19 @@ def _factor_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
 
 
 def group_codes(frame: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
-    """Level codes of the interaction of ``factors`` (labels joined by ':')."""
+    """Level codes of the interaction of ``factors`` (labels joined by ':').
+
+    Combinations are ordered with the first factor varying slowest, as lme4's interaction
+    levels. They are found by factorizing the tuples of codes, not a mixed-radix number,
+    which would overflow when the product of the numbers of levels passes 2**63.
+    """
     parts = [_factor_codes(frame[name]) for name in factors]
     if len(parts) == 1:
         return parts[0]
-    combined = np.zeros(len(frame), dtype=np.int64)
-    for codes, levels in parts:
-        combined = combined * len(levels) + codes
-    codes, uniques = pd.factorize(combined, sort=True)
-    labels = []
-    for key in uniques:
-        pieces = []
-        for _codes_i, levels_i in reversed(parts):
-            key, rem = divmod(int(key), len(levels_i))
-            pieces.append(str(levels_i[rem]))
-        labels.append(":".join(reversed(pieces)))
+    keys = pd.MultiIndex.from_arrays([codes for codes, _ in parts])
+    codes, uniques = pd.factorize(keys, sort=True)
+    labels = [
+        ":".join(str(levels[k]) for k, (_, levels) in zip(combo, parts, strict=True))
+        for combo in uniques
+    ]
     return codes.astype(np.int64), pd.Index(labels)
