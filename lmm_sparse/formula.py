@@ -73,6 +73,9 @@ def parse_formula(text: str) -> ParsedFormula:
     response, rhs = parts[0].strip(), parts[1].strip()
     if not response:
         raise FormulaError(f"formula has no response on the left of '~': {text!r}")
+    if rhs.endswith(("+", "-", "*", ":", "/")):
+        raise FormulaError(f"formula ends with the operator {rhs[-1]!r}, which has nothing on "
+                           f"its right: {text!r}")
     if not rhs:
         raise FormulaError(f"formula has no terms on the right of '~': {text!r}")
     fixed_chunks: list[str] = []

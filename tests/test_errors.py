@@ -63,6 +63,8 @@ FORMULA_CASES = [
     ("duplicated-term", "Reaction ~ Days + (1 | Subject) + (1 | Subject)", _sleep,
      FormulaError, ["(1 | Subject)", "twice"]),
     ("no-tilde", "Reaction Days + (1 | Subject)", _sleep, FormulaError, ["'~'"]),
+    ("trailing-operator", "Reaction ~ Days + (1 | Subject) +", _sleep, FormulaError,
+     ["ends with the operator '+'"]),
     ("empty-formula", "", _sleep, FormulaError, ["'~'"]),
     ("zero-columns-term", "Reaction ~ Days + (0 | Subject)", _sleep, FormulaError,
      ["(0 | Subject)", "no columns"]),
