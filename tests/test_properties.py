@@ -403,25 +403,20 @@ def test_predictor_shift_fixed_only(shift, case):
     _assert_shifted_fit(got, ref, shift, f"{case} x + {shift:g}", theta_same=True)
 
 
-_SHIFT_SLOPE_BUG = (
-    "y ~ x + (x | a) with x -> x + shift (x ~ N(shift, 1), an ordinary uncentred "
-    "covariate): the same model (unstructured 2 x 2 covariance); the shifted model's "
-    "criterion at the mapped theta equals the unshifted optimum, which is interior, but "
-    "the default optimizer (L-BFGS-B, exact gradient) stops on the boundary theta_3 = 0 "
-    "with a SingularFitWarning and a worse deviance. Shift 10, simulate_fit_data(20), ML: "
-    "930.490 at theta (1.595, -0.199, 0) vs 928.040 at (2.888, -0.309, 0.0370), which "
-    "optimizer='cobyqa' finds; seed 29: 857.136 vs 853.204. Seeds 0-29 (ML): 3 fail at "
-    "shift 10, 27 at shift 100 (by 4 to 35 deviance units), none at shift 3")
+# Regression: with an uncentred x the fit used to stop at the boundary theta_3 = 0, a
+# saddle (the criterion is even in theta_3, so its derivative there is zero), 2 to 35
+# deviance units above the interior optimum (3 of 30 seeds at shift 10, 27 at shift 100);
+# optimize.boundary_descent now steps off such saddles.
 
 
 @pytest.mark.parametrize("shift", [
     3.0,
-    pytest.param(10.0, marks=pytest.mark.xfail(strict=True, reason=_SHIFT_SLOPE_BUG)),
-    pytest.param(100.0, marks=pytest.mark.xfail(strict=True, reason=_SHIFT_SLOPE_BUG)),
+    10.0,
+    100.0,
 ])
 @hsettings(6, fits=True)
 @given(seed=st.integers(0, 2**16), reml=st.booleans())
-@example(seed=20, reml=False)  # failing cases found by a wider search (see the xfail reason)
+@example(seed=20, reml=False)  # cases that failed before (see the comment above)
 @example(seed=0, reml=False)
 def test_predictor_shift_correlated_slope(shift, seed, reml):
     """x -> x + shift in y ~ x + (x | a): the same model (theta is re-parametrized), so the
@@ -430,7 +425,13 @@ def test_predictor_shift_correlated_slope(shift, seed, reml):
     df["x"] = df["x"] + shift
     caught: list = []
     got = fit(ref.formula, df, ref.reml, caught)
-    assert not caught, [str(w.message) for w in caught]
+    # With x around 100 the intercept's and the slope's variances differ by 1e4, and the
+    # Hessian in theta spans more than lme4's 1e6: lme4's "nearly unidentifiable ...
+    # Rescale variables?" advice is right there. Any other warning (singular fit, failed
+    # convergence) is a failure.
+    others = [str(w.message) for w in caught
+              if "nearly unidentifiable" not in str(w.message) or shift < 100]
+    assert not others, others
     _assert_shifted_fit(got, ref, shift, f"(x | a) x + {shift:g}", theta_same=False)
     # the covariance of (b0, b1) transforms as b0' = b0 - shift * b1; each entry compared
     # relative to the product of its two sds (as in assert_same_fit)
