@@ -128,3 +128,19 @@ def test_blas_limit_sets_and_restores_the_thread_count():
     with blas_limit(1):
         assert set(blas_counts().values()) == {1}
     assert blas_counts() == before
+
+
+def test_boundary_descent_leaves_a_saddle_and_keeps_a_minimum():
+    from lmm_sparse.optimize import boundary_descent
+
+    columns = [np.array([0])]
+    zero = np.array([0.0])
+    # even in theta with a dip just off zero: zero is a saddle of the bounded problem
+    saddle = lambda t: float(t[0] ** 4 - 0.02 * t[0] ** 2)  # noqa: E731
+    start = boundary_descent(saddle, zero, saddle(zero), columns)
+    assert start is not None and start[0] > 0 and saddle(start) < saddle(zero)
+    # a true minimum on the boundary is kept
+    bowl = lambda t: float(t[0] ** 2)  # noqa: E731
+    assert boundary_descent(bowl, zero, bowl(zero), columns) is None
+    # columns off the boundary are not probed
+    assert boundary_descent(saddle, np.array([0.5]), saddle(np.array([0.5])), columns) is None
