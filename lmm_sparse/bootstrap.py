@@ -47,6 +47,7 @@ from .optimize import (
 )
 from .parallel import map_tasks, resolve_jobs
 from .parameters import model_parameters, sdcor_from_theta
+from .profile.levels import check_level, percent_labels
 from .results import make_result
 from .simulate import SimulationPlan, draw_responses, make_plan
 from .threads import blas_limit
@@ -388,11 +389,6 @@ def _norm_inter(t: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
-def _percent_label(p: float) -> str:
-    """R's format.perc: "2.5 %", "97.5 %"."""
-    return f"{100 * p:.3g} %"
-
-
 def boot_confint(boot: BootstrapResult, level: float = 0.95,
                  type: str = "perc") -> pd.DataFrame:  # noqa: A002 - lme4's argument name
     """Bootstrap confidence intervals, as lme4's ``confint(m, method = "boot",
@@ -405,8 +401,7 @@ def boot_confint(boot: BootstrapResult, level: float = 0.95,
     """
     if type not in BOOT_TYPES:
         raise ModelSpecError(f"type must be one of {BOOT_TYPES}, got {type!r}")
-    if not isinstance(level, (float, int)) or not 0 < level < 1:
-        raise ModelSpecError(f"level must be between 0 and 1, got {level!r}")
+    level = check_level(level)
     alpha = np.array([(1 - level) / 2, (1 + level) / 2])
     rows = []
     for name in boot.replicates.columns:
@@ -425,4 +420,4 @@ def boot_confint(boot: BootstrapResult, level: float = 0.95,
             centre = 2 * t0 - finite.mean()  # t0 - bias
             rows.append(np.array([centre - merr, centre + merr]))
     return pd.DataFrame(np.array(rows).reshape(-1, 2), index=boot.replicates.columns,
-                        columns=[_percent_label(a) for a in alpha])
+                        columns=percent_labels(level))

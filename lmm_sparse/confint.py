@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ModelSpecError
-from .profile.levels import percent_labels
+from .profile.levels import check_level, percent_labels
 
 if TYPE_CHECKING:
     from .results import LmerResult
@@ -35,12 +35,6 @@ def level_columns(level: float) -> list[str]:
     """R's column names for a two-sided interval: ``["2.5 %", "97.5 %"]`` for 0.95."""
     check_level(level)
     return percent_labels(level)
-
-
-def check_level(level: float) -> None:
-    """A level strictly between 0 and 1, else ModelSpecError naming it."""
-    if isinstance(level, bool) or not isinstance(level, float | int) or not 0 < level < 1:
-        raise ModelSpecError(f"level must be a number strictly between 0 and 1, got {level!r}")
 
 
 def wald_confint(result: LmerResult, level: float = 0.95) -> pd.DataFrame:

@@ -22,6 +22,7 @@ __all__ = [
     "CrossProducts",
     "ZtZOperator",
     "ResponseUpdate",
+    "inverse_gram",
     "make_cross_products",
     "block_values",
 ]
@@ -113,6 +114,16 @@ class CrossProducts:
         RX_c = RX.copy()
         RX_c[0] -= RX[0, 0] * self.center
         return RX_c
+
+
+def inverse_gram(R: np.ndarray) -> np.ndarray:
+    """``(R'R)^{-1}`` for an upper-triangular R, through R's triangular inverse; for R_X it
+    is vcov(beta) / sigma^2, the matrix Satterthwaite, the profile and the gradient use."""
+    p = R.shape[0]
+    if p == 0:
+        return np.zeros((0, 0))
+    Rinv = scipy.linalg.solve_triangular(R, np.eye(p))
+    return Rinv @ Rinv.T
 
 
 def centering(X: np.ndarray) -> np.ndarray:

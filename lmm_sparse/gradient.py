@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .crossprod import CrossProducts, ZtZOperator
+from .crossprod import CrossProducts, ZtZOperator, inverse_gram
 from .terms import ReStructure, template_times
 
 __all__ = ["gradient_parts", "logdet_sums", "template_gradient_to_theta"]
@@ -104,8 +104,7 @@ def gradient_parts(
     GLV = ztz.times([template_times(T, Vi) for T, Vi in zip(templates, Vt, strict=True)])
     Y = None
     if CX is not None:
-        RXinv = np.linalg.inv(RX)
-        Y = RXinv @ RXinv.T  # (R_X' R_X)^{-1}
+        Y = inverse_gram(RX)  # (R_X' R_X)^{-1}
     logdet = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
     pwrss = []
     for i, (ZtXy, GLVi, Vi) in enumerate(zip(cp.ZtXy, GLV, Vt, strict=True)):

@@ -34,7 +34,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from .crossprod import CrossProducts, ZtZOperator
+from .crossprod import CrossProducts, ZtZOperator, inverse_gram
 from .errors import ModelSpecError
 from .gradient import gradient_parts
 from .kernel_schur import SchurKernel
@@ -473,8 +473,7 @@ class DensePLS:
         dLam = 2.0 * (GL @ P).ravel()[self._index] - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
         if reml and p:
             CX = P @ B[:, :p]
-            RXinv = _dtrtri(RX, lower=0)[0]
-            DY = (F[:, :p] - GL @ CX) @ (RXinv @ RXinv.T)
+            DY = (F[:, :p] - GL @ CX) @ inverse_gram(RX)
             dLam -= 2.0 * np.einsum("ij,ij->i", DY[rows], CX[cols])
         grad = np.bincount(self._source, weights=dLam, minlength=self._ntheta)
         return value, grad
@@ -486,4 +485,3 @@ class DensePLS:
 _dpotrf = scipy.linalg.lapack.dpotrf
 _dpotri = scipy.linalg.lapack.dpotri
 _dtrtrs = scipy.linalg.lapack.dtrtrs
-_dtrtri = scipy.linalg.lapack.dtrtri

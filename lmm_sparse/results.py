@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 
+from .crossprod import inverse_gram
 from .optimize import OptSummary, is_singular_theta
 from .pls import profiled_deviance
 
@@ -260,8 +260,7 @@ def make_result(model: LinearMixedModel, opt: OptSummary) -> LmerResult:
     ev = ws.evaluate(theta)
     sigma = math.sqrt(ev.pwrss / (n - p if model.reml else n))
     names = list(model.fixed.names)
-    RXinv = scipy.linalg.solve_triangular(ev.RX, np.eye(p)) if p else np.zeros((0, 0))
-    vcov = sigma**2 * (RXinv @ RXinv.T)
+    vcov = sigma**2 * inverse_gram(ev.RX)
     b = _random_effects(model, theta, ws.spherical_modes(ev))
     fitted = model.fixed.X @ ev.beta
     for term, bi in zip(model.re.terms, b, strict=True):

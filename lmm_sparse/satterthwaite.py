@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.linalg
 
+from .crossprod import inverse_gram
 from .errors import ConvergenceWarning
 from .numderiv import richardson_derivatives
 
@@ -86,12 +86,6 @@ class FTest:
     unscaled: float
 
 
-def _unscaled_vcov(RX: np.ndarray) -> np.ndarray:
-    p = RX.shape[0]
-    RXinv = scipy.linalg.solve_triangular(RX, np.eye(p)) if p else np.zeros((0, 0))
-    return RXinv @ RXinv.T
-
-
 def _parts_by_values(result: LmerResult, theta: np.ndarray):
     """(g2, dg2, H1, H2, dU) from second differences of g1, g2 and U's values."""
     workspace = result.model.workspace
@@ -99,7 +93,7 @@ def _parts_by_values(result: LmerResult, theta: np.ndarray):
     def parts(th: np.ndarray) -> np.ndarray:
         ev = workspace.evaluate(th)
         g1 = ev.ldL2 + (ev.ldRX2 if result.reml else 0.0)
-        return np.concatenate([[g1, ev.pwrss], _unscaled_vcov(ev.RX).ravel()])
+        return np.concatenate([[g1, ev.pwrss], inverse_gram(ev.RX).ravel()])
 
     d = richardson_derivatives(parts, theta)
     return (d.value[1], d.gradient[:, 1], d.hessian[:, :, 0], d.hessian[:, :, 1],
@@ -112,7 +106,7 @@ def _parts_by_gradients(result: LmerResult, theta: np.ndarray):
 
     def parts(th: np.ndarray) -> np.ndarray:
         ev, dg1, dg2 = workspace.criterion_parts(th, result.reml)
-        return np.concatenate([[ev.pwrss], dg1, dg2, _unscaled_vcov(ev.RX).ravel()])
+        return np.concatenate([[ev.pwrss], dg1, dg2, inverse_gram(ev.RX).ravel()])
 
     d = richardson_derivatives(parts, theta, second=False)
     H1, H2 = d.gradient[:, 1 : 1 + m], d.gradient[:, 1 + m : 1 + 2 * m]

@@ -30,9 +30,9 @@ import math
 from typing import Protocol
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
 
+from ..crossprod import inverse_gram
 from ..optimize import restart_point
 from ..parameters import Parameter, sdcor_from_theta
 from ..pls import PLSEval
@@ -132,9 +132,8 @@ class _BetaProblem(_ThetaProblem):
     """
 
     def _constrained(self, ev: PLSEval, value: float) -> tuple[float, np.ndarray]:
-        p, j = self.engine.p, self.par.column
-        RXinv = scipy.linalg.solve_triangular(ev.RX, np.eye(p))
-        s = RXinv @ RXinv[j]  # column j of S = R_X^{-1} R_X^{-T}
+        j = self.par.column
+        s = inverse_gram(ev.RX)[:, j]  # column j of S = R_X^{-1} R_X^{-T}
         shift = (value - ev.beta[j]) / s[j]
         return ev.pwrss + shift * (value - ev.beta[j]), ev.beta + s * shift
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.linalg
 import scipy.stats
 
+from ..crossprod import inverse_gram
 from ..errors import ModelSpecError
 from ..optimize import optimize_with_restart
 from ..parameters import Parameter, model_parameters, sdcor_from_theta
@@ -82,8 +82,7 @@ def make_setup(result: LmerResult, model: LinearMixedModel, alpha_max: float,
     ev = model.workspace.evaluate(theta)
     n, p = model.cp.n, model.cp.p
     sigma = math.sqrt(ev.pwrss / n)
-    RXinv = scipy.linalg.solve_triangular(ev.RX, np.eye(p)) if p else np.zeros((0, 0))
-    stderr = sigma * np.sqrt(np.sum(RXinv**2, axis=1))
+    stderr = sigma * np.sqrt(np.diag(inverse_gram(ev.RX)))
     cutoff = math.sqrt(scipy.stats.chi2.ppf(1.0 - alpha_max, len(parameters)))
     return ProfileSetup(
         parameters=parameters,
