@@ -281,3 +281,10 @@ def test_dense_pls_equals_the_sparse_kernel(name, formula, reml):
         np.testing.assert_allclose(d_ev.beta, ev.beta, rtol=1e-10)
         assert d_ev.pwrss == pytest.approx(ev.pwrss, rel=1e-12)
         assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
+
+
+def test_interval_columns_are_labelled_as_r(sleep_boot):
+    # R labels a 0.999 interval "0.05 %" and "99.95 %"; 3 significant digits alone
+    # would print the upper one as "100 %"
+    assert list(boot_confint(sleep_boot, level=0.999).columns) == ["0.05 %", "99.95 %"]
+    assert list(boot_confint(sleep_boot, level=0.9).columns) == ["5 %", "95 %"]
