@@ -119,10 +119,13 @@ class CrossProducts:
 def inverse_gram(R: np.ndarray) -> np.ndarray:
     """``(R'R)^{-1}`` for an upper-triangular R, through R's triangular inverse; for R_X it
     is vcov(beta) / sigma^2, the matrix Satterthwaite, the profile and the gradient use."""
-    p = R.shape[0]
-    if p == 0:
+    if R.shape[0] == 0:
         return np.zeros((0, 0))
-    Rinv = scipy.linalg.solve_triangular(R, np.eye(p))
+    # LAPACK directly: scipy's solve_triangular wrapper costs more than a small p's work,
+    # and the criterion's gradient asks for this at every evaluation
+    Rinv, info = scipy.linalg.lapack.dtrtri(R, lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"R_X is singular (dtrtri info {info})")
     return Rinv @ Rinv.T
 
 

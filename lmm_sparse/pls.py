@@ -352,9 +352,12 @@ class DensePLS:
     with ``P = (A + I)^{-1}``, ``u = P Lambda'(F_y - F_X beta)``,
     ``w = F_y - F_X beta - G Lambda u``, ``C_X = P Lambda' F_X``, ``D = F_X - G Lambda C_X``
     and ``Y = (R_X'R_X)^{-1}``; the theta gradient sums the Lambda gradient over the
-    positions each theta element fills. At sleepstudy's size (q = 36) one evaluation with
-    gradient costs tens of microseconds, against ~1 ms through a sparse kernel, whose cost
-    there is per-call overhead: that is what makes the bootstrap's thousand refits fast.
+    positions each theta element fills. Lambda is block diagonal with small blocks, so
+    products with it are per-term ``(q, levels, k) @ T`` (O(q^2 k)), and ``G Lambda P`` is
+    formed only at Lambda's entries (O(nnz(Lambda) q)): the O(q^3) work is the Cholesky
+    factor and inverse alone. At sleepstudy's size (q = 36) one evaluation with gradient
+    costs tens of microseconds, against ~1 ms through a sparse kernel, whose cost there is
+    per-call overhead: that is what makes the bootstrap's thousand refits fast.
     Read-only once built; :meth:`with_cross_products` gives one for a new response that
     shares G and the index maps.
     """
@@ -387,6 +390,9 @@ class DensePLS:
         # the gradient is needed at Lambda's entries only: their rows and columns
         self._rows, self._cols = np.divmod(self._index, q)
         self._ntheta = re.ntheta
+        self._spans = tuple(
+            (off, off + t.nlevels * t.k, t.k) for off, t in zip(re.offsets, re.terms, strict=True)
+        )
         self._set_response(cp)
 
     def _set_response(self, cp: CrossProducts) -> None:
@@ -398,27 +404,37 @@ class DensePLS:
         other = object.__new__(DensePLS)
         other.re, other._G, other._index = self.re, self._G, self._index
         other._source, other._ntheta = self._source, self._ntheta
-        other._rows, other._cols = self._rows, self._cols
+        other._rows, other._cols, other._spans = self._rows, self._cols, self._spans
         other._set_response(cp)
         return other
+
+    def _times_lambda(self, M: np.ndarray, templates: list[np.ndarray]) -> np.ndarray:
+        """M Lambda for an m x q matrix M: each term's columns times its template, per level."""
+        m = M.shape[0]
+        out = np.empty((m, M.shape[1]))  # C order, also for a transposed M
+        for (lo, hi, k), T in zip(self._spans, templates, strict=True):
+            if k == 1:
+                np.multiply(M[:, lo:hi], T[0, 0], out=out[:, lo:hi])
+            else:
+                out[:, lo:hi] = (M[:, lo:hi].reshape(m, -1, k) @ T).reshape(m, hi - lo)
+        return out
 
     def _solve(self, theta: np.ndarray):
         """The factors at theta, or None where A + I or M is not positive definite."""
         q = self._G.shape[0]
-        Lam = np.zeros((q, q))
-        Lam.flat[self._index] = theta[self._source]
-        GL = self._G @ Lam
-        A = Lam.T @ GL
+        templates = self.re.templates(theta)
+        GL = self._times_lambda(self._G, templates)
+        A = self._times_lambda(GL.T, templates)  # (G Lambda)' Lambda = Lambda' G Lambda
         A.ravel()[:: q + 1] += 1.0  # a view: A is C-contiguous
         L, info = _dpotrf(A, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             return None
-        B = Lam.T @ self._F
+        B = self._times_lambda(self._F.T, templates).T  # Lambda' F
         W = _dtrtrs(L, B, lower=1)[0]
         R, info = _dpotrf(self.cp.XyXy - W.T @ W, lower=0, clean=1)
         if info != 0:
             return None
-        return Lam, GL, L, B, R
+        return GL, L, B, R
 
     def evaluate(self, theta: np.ndarray) -> PLSEval:
         """The PLS solution at theta, as :meth:`PLSWorkspace.evaluate`."""
@@ -428,7 +444,7 @@ class DensePLS:
         if parts is None:
             return PLSEval(theta, math.inf, math.inf, 0.0, np.full(p, np.nan),
                            np.full((p, p), np.nan))
-        _, _, L, _, R = parts
+        _, L, _, R = parts
         RX_c = R[:p, :p]
         beta_y0 = _dtrtrs(RX_c, R[:p, p])[0] if p else np.zeros(0)
         beta, RX = self.cp.from_y0(beta_y0, RX_c)
@@ -451,7 +467,7 @@ class DensePLS:
         parts = self._solve(theta)
         if parts is None:
             return math.inf, np.full(self._ntheta, np.nan)
-        Lam, GL, L, B, R = parts
+        GL, L, B, R = parts
         RX = R[:p, :p]
         pwrss = float(R[p, p] ** 2)
         if not (np.isfinite(pwrss) and pwrss > 0):
@@ -470,7 +486,8 @@ class DensePLS:
         u = P @ (B[:, p] - B[:, :p] @ beta)
         w = F[:, p] - F[:, :p] @ beta - GL @ u
         # d/dLambda at Lambda's entries only: rows x cols, never the whole q x q matrix
-        dLam = 2.0 * (GL @ P).ravel()[self._index] - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
+        GLP = np.einsum("ij,ij->i", GL[rows], P[cols])  # (G Lambda P)[rows, cols]; P = P'
+        dLam = 2.0 * GLP - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
         if reml and p:
             CX = P @ B[:, :p]
             DY = (F[:, :p] - GL @ CX) @ inverse_gram(RX)

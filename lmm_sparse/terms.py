@@ -16,6 +16,7 @@ off-diagonal ones are free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,7 +58,7 @@ class ReStructure:
         """Lower-triangular template T_i of term i for this theta."""
         k = self.terms[i].k
         T = np.zeros((k, k))
-        T.T[np.triu_indices(k)] = self.term_theta(theta, i)  # column-major lower triangle
+        T.T[_triu(k)] = self.term_theta(theta, i)  # column-major lower triangle
         return T
 
     def templates(self, theta: np.ndarray) -> list[np.ndarray]:
@@ -93,6 +94,12 @@ class ReStructure:
                 first = start + j * k - j * (j - 1) // 2
                 out.append(np.arange(first, first + k - j))
         return out
+
+
+@lru_cache(maxsize=64)
+def _triu(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """np.triu_indices(k), made once per k: templates are built in every evaluation."""
+    return np.triu_indices(k)
 
 
 def template_times(T: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.ndarray:
