@@ -26,9 +26,14 @@ import scipy.sparse as sp
 from .crossprod import CrossProducts, block_values
 from .errors import ModelSpecError
 from .kernel_sparse import block_entries, block_positions, fixed_pattern
-from .terms import ReStructure
+from .lead_groups import LeadGroups, make_lead_groups
+from .terms import ReStructure, template_times
+from .threads import blas_limit
 
 __all__ = ["SchurKernel"]
+
+# LAPACK directly: scipy.linalg.solve_triangular's checks cost more than a small solve
+_dtrtrs = scipy.linalg.lapack.dtrtrs
 
 # Most run pairs (two rows of A21 meeting one leading level) stored for the selected
 # inverse: three arrays of this length, ~24 bytes per pair.
@@ -126,6 +131,8 @@ class SchurKernel:
             self._p21_path = "chunks"
         self._col_order = np.argsort(self._A21.indices, kind="stable")
         self._col_sorted = self._A21.indices[self._col_order]
+        # (cross-products, their lead groups or None, Z_2'[X y]): see xy_gram
+        self._lead: tuple[CrossProducts, LeadGroups | None, np.ndarray] | None = None
 
     def _setup_rest(self) -> None:
         """Flat indices into the dense q2 x q2 matrix of the lower triangle of A22."""
@@ -182,6 +189,47 @@ class SchurKernel:
             raise ModelSpecError("the Schur complement of the PLS system is not positive definite")
         self._L22 = L22
 
+    def xy_gram(self, templates: list[np.ndarray], cp: CrossProducts) -> np.ndarray | None:
+        """``B'(A + I)^{-1} B`` for ``B = Lambda' Z'[X y]`` of ``cp``, through groups of
+        alike leading levels (:mod:`lmm_sparse.lead_groups`), or None where grouping does
+        not pay (then :meth:`gram` does it level by level). Reads the factor of the last
+        :meth:`factor` call, which must be at ``templates``."""
+        if self._lead is None or self._lead[0] is not cp:
+            self._lead = (cp, *self._make_lead_groups(cp))
+        _, groups, rest = self._lead
+        if groups is None:
+            return None
+        M = groups.weights(templates[0])
+        gram = groups.lead_gram(M)
+        if self.q2 == 0:
+            return gram
+        rhs = self._lambda2_t(templates, rest - groups.cross_sum(M))
+        c2 = _dtrtrs(self._L22, rhs, lower=1)[0]
+        return gram + c2.T @ c2
+
+    def _make_lead_groups(self, cp: CrossProducts) -> tuple[LeadGroups | None, np.ndarray]:
+        m = cp.p + 1
+        G21 = self._A21.copy()  # unscaled Z_2'Z_1 on A21's pattern
+        if self._cross:
+            G21.data[:] = np.concatenate([b.C.ravel() for b in self._cross])[self._perm21]
+        generic = self.q1 * m * (m + self.k0) + self._A21.nnz * m
+        # tall, thin products: a second BLAS thread only waits (fggk21: 31 ms on one
+        # thread, over a second on two when the other core was busy)
+        with blas_limit(1):
+            groups = make_lead_groups(self._diag0.C, cp.ZtXy[0], G21, generic)
+        rest = np.concatenate([Z.reshape(-1, m) for Z in cp.ZtXy[1:]], axis=0) if self.q2 else None
+        return groups, rest
+
+    def _lambda2_t(self, templates: list[np.ndarray], V: np.ndarray) -> np.ndarray:
+        """Lambda_2' V for a q2 x m matrix V in the rest terms' rows."""
+        out, start = np.empty_like(V), 0
+        for term, T in zip(self.re.terms[1:], templates[1:], strict=True):
+            size = term.nlevels * term.k
+            block = V[start : start + size].reshape(term.nlevels, term.k, -1)
+            out[start : start + size] = template_times(T, block, transpose=True).reshape(size, -1)
+            start += size
+        return out
+
     def logdet(self) -> float:
         d11 = np.diagonal(self._L11, axis1=1, axis2=2)
         return 2.0 * float(np.sum(np.log(d11)) + np.sum(np.log(np.diag(self._L22))))
@@ -193,7 +241,7 @@ class SchurKernel:
         if self.q2 == 0:
             return c1, np.zeros((0, m))
         rhs = B[self.q1 :] - self._L21 @ c1
-        c2 = scipy.linalg.solve_triangular(self._L22, rhs, lower=True, check_finite=False)
+        c2 = _dtrtrs(self._L22, rhs, lower=1)[0]
         return c1, c2
 
     def half_solve(self, B: np.ndarray) -> np.ndarray:

@@ -186,14 +186,14 @@ class PLSWorkspace:
         self._last = None  # a new factorization: the remembered value is not reused past it
         self.kernel.factor(templates)
         self._mark_factored(theta)
-        M = self.cp.XyXy - self.kernel.gram(self.lambda_t_ztxy(templates))
+        M = self.cp.XyXy - self._data_gram(templates)
         p = self.cp.p
         ldL2 = self.kernel.logdet()
         R, info = scipy.linalg.lapack.dpotrf(M, lower=0, clean=1)
         if info != 0:  # y is (numerically) fitted exactly: no residual left
             return PLSEval(theta, ldL2, math.inf, 0.0, np.full(p, np.nan), np.full((p, p), np.nan))
         RX_c = R[:p, :p]
-        beta_y0 = scipy.linalg.solve_triangular(RX_c, R[:p, p]) if p else np.zeros(0)
+        beta_y0 = _dtrtrs(RX_c, R[:p, p])[0] if p else np.zeros(0)
         beta, RX = self.cp.from_y0(beta_y0, RX_c)  # the cross-products hold y0, centred X
         return PLSEval(
             theta=theta,
@@ -203,6 +203,13 @@ class PLSWorkspace:
             beta=beta,
             RX=RX,
         )
+
+    def _data_gram(self, templates: list[np.ndarray]) -> np.ndarray:
+        """B'(A + I)^{-1} B for B = Lambda' Z'[X y]: through the kernel's groups of alike
+        leading levels where it has them, else from B."""
+        grouped = getattr(self.kernel, "xy_gram", None)
+        gram = grouped(templates, self.cp) if grouped is not None else None
+        return self.kernel.gram(self.lambda_t_ztxy(templates)) if gram is None else gram
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         cached = self._cached(theta, reml)

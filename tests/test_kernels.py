@@ -164,3 +164,57 @@ def test_a_shifted_covariate_leaves_the_criterion_unchanged(reml):
     V0, V1 = (Ri @ Ri.T for Ri in inverses)  # as results.py forms vcov
     assert V1[1, 1] == pytest.approx(V0[1, 1], rel=1e-8)
     assert V1[0, 0] > 1e10 * V0[1, 1]
+
+
+def _balanced_frame(subjects: int, items: int, seed: int, drop: float = 0.0) -> pd.DataFrame:
+    """Every subject meets every item (minus a random share of cells): many leading levels
+    with equal blocks of Z'Z, the case the grouped data gram is for."""
+    rng = np.random.default_rng(seed)
+    s, i = (a.ravel() for a in np.meshgrid(np.arange(subjects), np.arange(items), indexing="ij"))
+    keep = rng.random(len(s)) >= drop
+    s, i = s[keep], i[keep]
+    a = np.where((s + i) % 2 == 0, -0.5, 0.5)
+    x = rng.normal(size=len(s))
+    y = 0.3 * a + 0.2 * x + rng.normal(size=len(s)) + rng.normal(size=subjects)[s]
+    return pd.DataFrame({"y": y, "a": a, "x": x, "subj": s.astype(str), "item": i.astype(str)})
+
+
+@pytest.mark.parametrize(
+    ("formula", "drop"),
+    [
+        ("y ~ a + x + (1 | subj) + (1 | item)", 0.0),  # one group: all counts equal
+        ("y ~ a + x + (1 | subj) + (1 | item)", 0.3),  # counts vary: several groups
+        ("y ~ a + x + (1 + a | subj) + (1 | item)", 0.0),  # 2 x 2 leading blocks
+        ("y ~ a * x + (1 + a | subj) + (1 + a | item)", 0.1),
+    ],
+)
+def test_grouped_data_gram_equals_the_level_by_level_one(formula, drop):
+    model = LinearMixedModel(formula, _balanced_frame(300, 12, 5, drop), reml=False)
+    ws = model.workspace
+    kernel = ws.kernel
+    assert isinstance(kernel, SchurKernel)
+    rng = np.random.default_rng(2)
+    for theta in (model.re.theta0, _random_theta(model, rng), _random_theta(model, rng)):
+        templates = model.re.templates(theta)
+        kernel.factor(templates)
+        grouped = kernel.xy_gram(templates, model.cp)
+        assert grouped is not None, "this design has few distinct leading blocks"
+        level_by_level = kernel.gram(ws.lambda_t_ztxy(templates))
+        np.testing.assert_allclose(grouped, level_by_level, rtol=1e-10, atol=1e-10)
+    # a new response (a refit) gets its own sums, not the first response's
+    other = model.with_response(model.y[::-1].copy())
+    templates = model.re.templates(model.re.theta0)
+    other.workspace.kernel.factor(templates)
+    np.testing.assert_allclose(
+        other.workspace.kernel.xy_gram(templates, other.cp),
+        other.workspace.kernel.gram(other.workspace.lambda_t_ztxy(templates)),
+        rtol=1e-10, atol=1e-10,
+    )
+
+
+def test_grouped_data_gram_is_not_used_when_every_level_differs():
+    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(2000, 3))
+    kernel = model.workspace.kernel
+    templates = model.re.templates(model.re.theta0)
+    kernel.factor(templates)
+    assert kernel.xy_gram(templates, model.cp) is None  # continuous x: no two blocks alike
