@@ -169,9 +169,9 @@ def caterpillar(res: LmerResult, group: str | None = None, ax: Any = None, *,
     z = _interval_z(level)
     modes = res.ranef[group]
     sd = _conditional_sd(res, group)
-    rows = np.argsort(modes.iloc[:, 0].to_numpy(), kind="stable") if order else \
-        np.arange(len(modes))
     nlev = len(modes)
+    # a stable sort keeps tied levels in their order, as R's reorder()
+    rows = np.argsort(modes.iloc[:, 0].to_numpy(), kind="stable") if order else np.arange(nlev)
     height = min(12.0, max(3.0, 0.2 * nlev + 1.0))
     axes = _panel_axes(ax, modes.shape[1], f"coefficient of {group}", ncols=modes.shape[1],
                        size=(3.2, height), share="y")
