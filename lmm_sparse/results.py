@@ -183,6 +183,40 @@ class LmerResult:
         return bootstrap(self, nsim, seed, func, use_u=use_u, n_jobs=n_jobs,
                          progress=progress)
 
+    # Diagnostic plots (matplotlib, the optional extra "plot"): see lmm_sparse.plots.
+    def plot_caterpillar(self, group: str | None = None, ax: Any = None, **options: Any):
+        """Conditional modes with prediction intervals, as lme4's
+        ``dotplot(ranef(m, condVar = TRUE))``: :func:`lmm_sparse.plots.caterpillar`."""
+        from .plots import caterpillar
+
+        return caterpillar(self, group, ax, **options)
+
+    def plot_resid_fitted(self, ax: Any = None):
+        """Residuals against fitted values, as lme4's ``plot(m)``:
+        :func:`lmm_sparse.plots.resid_fitted`."""
+        from .plots import resid_fitted
+
+        return resid_fitted(self, ax)
+
+    def plot_qq_residuals(self, ax: Any = None, **options: Any):
+        """Normal QQ plot of the residuals: :func:`lmm_sparse.plots.qq_residuals`."""
+        from .plots import qq_residuals
+
+        return qq_residuals(self, ax, **options)
+
+    def plot_qq_ranef(self, group: str | None = None, ax: Any = None, **options: Any):
+        """Normal QQ plot of the conditional modes: :func:`lmm_sparse.plots.qq_ranef`."""
+        from .plots import qq_ranef
+
+        return qq_ranef(self, group, ax, **options)
+
+    def plot_zeta(self, which: Any = None, ax: Any = None, **options: Any):
+        """The profile zeta of each parameter, as lme4's ``xyplot(profile(m))``, profiling
+        ``which`` first: :func:`lmm_sparse.plots.zeta`."""
+        from .plots import zeta
+
+        return zeta(self, which, ax, **options)
+
     def summary(self) -> str:
         """The fit printed as lme4's summary() prints it."""
         from .summary import format_summary
