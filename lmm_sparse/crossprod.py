@@ -25,6 +25,8 @@ __all__ = [
     "inverse_gram",
     "make_cross_products",
     "block_values",
+    "left_template",
+    "right_template",
 ]
 
 
@@ -231,10 +233,23 @@ def block_values(block: ZtZBlock, templates: list[np.ndarray]) -> np.ndarray:
     Ti, Tj = templates[block.i], templates[block.j]
     if Ti.shape == (1, 1) and Tj.shape == (1, 1):
         return block.C * (Ti[0, 0] * Tj[0, 0])
-    n, ki, kj = block.C.shape
-    CT = (block.C.reshape(n * ki, kj) @ Tj).reshape(n, ki, kj)  # C_n T_j
-    # T_i' (C_n T_j) = ((C_n T_j)' T_i)'
-    return (CT.transpose(0, 2, 1).reshape(n * kj, ki) @ Ti).reshape(n, kj, ki).transpose(0, 2, 1)
+    return left_template(Ti, right_template(block.C, Tj))
+
+
+def right_template(C: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """C_n T for stacked blocks (n, k_i, k_j), as one matrix product."""
+    if T.shape == (1, 1):
+        return C * T[0, 0]
+    n, ki, kj = C.shape
+    return (C.reshape(n * ki, kj) @ T).reshape(n, ki, kj)
+
+
+def left_template(T: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """T' C_n for stacked blocks (n, k_i, k_j): T' C_n = (C_n' T)', one matrix product."""
+    if T.shape == (1, 1):
+        return C * T[0, 0]
+    n, ki, kj = C.shape
+    return (C.transpose(0, 2, 1).reshape(n * kj, ki) @ T).reshape(n, kj, ki).transpose(0, 2, 1)
 
 
 class ZtZOperator:

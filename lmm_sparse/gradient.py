@@ -29,7 +29,13 @@ import numpy as np
 from .crossprod import CrossProducts, ZtZOperator, inverse_gram
 from .terms import ReStructure, template_times
 
-__all__ = ["gradient_parts", "logdet_sums", "template_gradient_to_theta"]
+__all__ = [
+    "add_block_sums",
+    "gradient_parts",
+    "kernel_logdet_sums",
+    "logdet_sums",
+    "template_gradient_to_theta",
+]
 
 
 @lru_cache(maxsize=64)
@@ -63,7 +69,15 @@ def logdet_sums(
     it adds ``C T_j P_b'`` to term i and, off the diagonal, ``C' T_i P_b`` to term j.
     """
     out = [np.zeros((T.shape[0], T.shape[0])) for T in templates]
-    for block, Pb in zip(cp.blocks, inverse_blocks, strict=True):
+    add_block_sums(out, cp.blocks, templates, inverse_blocks)
+    return out
+
+
+def add_block_sums(
+    out: list[np.ndarray], blocks, templates: list[np.ndarray], inverse_blocks
+) -> None:
+    """Adds the terms of :func:`logdet_sums` of the given blocks of Z'Z to ``out``."""
+    for block, Pb in zip(blocks, inverse_blocks, strict=True):
         if block.C.shape[1:] == (1, 1):  # scalar blocks: one dot product
             dot = float(block.C.ravel() @ Pb.ravel())
             out[block.i] += templates[block.j] * dot
@@ -77,7 +91,15 @@ def logdet_sums(
         if block.i != block.j:
             CtT = (block.C.transpose(0, 2, 1).reshape(n * kj, ki) @ templates[block.i])
             out[block.j] += np.tensordot(CtT.reshape(n, kj, ki), Pb, axes=([0, 2], [0, 1]))
-    return out
+
+
+def kernel_logdet_sums(kernel, cp: CrossProducts, templates: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`logdet_sums` at the kernel's current factor: from the kernel directly where it
+    can form them without the whole selected inverse (the Schur kernel's dense path),
+    else from its selected inverse."""
+    direct = getattr(kernel, "logdet_sums", None)
+    sums = direct(templates) if direct is not None else None
+    return logdet_sums(cp, templates, kernel.inverse_blocks()) if sums is None else sums
 
 
 def gradient_parts(
@@ -89,14 +111,14 @@ def gradient_parts(
     CX: np.ndarray | None,
     beta: np.ndarray,
     RX: np.ndarray,
-    inverse_blocks: list[np.ndarray],
+    sums: list[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradients in theta of ``ldL2 (+ ldRX2 when CX is given)`` and of ``pwrss``.
 
     ``u``: the spherical modes (q,); ``CX = A^{-1} Lambda' Z'X`` (q x p), needed for the
     REML term only; ``beta`` for y0 in the centred X (``cp.to_y0(ev.beta)``); RX of the
     centred X (``cp.centred_RX(ev.RX)``). Needs ``G Lambda V`` for one column without CX,
-    p + 1 with it.
+    p + 1 with it. ``sums``: :func:`logdet_sums` at this theta (:func:`kernel_logdet_sums`).
     """
     p = cp.p
     V = u[:, None] if CX is None else np.column_stack([CX, u])
@@ -105,7 +127,7 @@ def gradient_parts(
     Y = None
     if CX is not None:
         Y = inverse_gram(RX)  # (R_X' R_X)^{-1}
-    logdet = [2.0 * S for S in logdet_sums(cp, templates, inverse_blocks)]
+    logdet = [2.0 * S for S in sums]
     pwrss = []
     for i, (ZtXy, GLVi, Vi) in enumerate(zip(cp.ZtXy, GLV, Vt, strict=True)):
         w = ZtXy[:, :, p] - ZtXy[:, :, :p] @ beta - GLVi[:, :, -1]  # Z'(y0 - X beta - Z Lambda u)

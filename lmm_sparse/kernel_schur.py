@@ -23,8 +23,9 @@ import scipy.linalg
 import scipy.linalg.blas
 import scipy.sparse as sp
 
-from .crossprod import CrossProducts, block_values
+from .crossprod import CrossProducts, block_values, left_template, right_template
 from .errors import ModelSpecError
+from .gradient import add_block_sums
 from .kernel_sparse import block_entries, block_positions, fixed_pattern
 from .lead_groups import LeadGroups, make_lead_groups
 from .terms import ReStructure, template_times
@@ -115,6 +116,8 @@ class SchurKernel:
         self.parallel_flops = dense_flops if self._dense_update else 0.0
         self._L21 = self._A21.copy()
         self._H = self._A21.copy()
+        self._E = self._A21.copy()  # G21 Lambda_0 L11^{-T} (dense path)
+        self._B = self._A21.copy()  # Lambda_2' G21 (dense path's gradient)
         self._pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None  # on first use
         # how P21 = -P22 H is formed on A21's pattern (see _pattern_product)
         runs_per_level = np.bincount(self._run_level, minlength=self.l0).astype(np.int64)
@@ -166,20 +169,30 @@ class SchurKernel:
             self._L22 = np.zeros((0, 0))
             return
         A21 = self._A21
+        # G21 Lambda_0 (the cross blocks scaled by the leading template only), then
+        # A21 = Lambda_2' G21 Lambda_0
+        lead_scaled = [right_template(b.C, templates[0]) for b in self._cross]
         if self._cross:
-            vals = np.concatenate([block_values(b, templates).ravel() for b in self._cross])
-            A21.data[:] = vals[self._perm21]
-        # L21 = A21 L11^{-T}, same pattern as A21: each run of k0 values times its level's
-        # block of L11^{-T}, i.e. run @ L11inv[level].T.
-        runs = A21.data.reshape(-1, self.k0)
-        L21 = self._L21
-        L21.data[:] = np.einsum("rb,rab->ra", runs, self._L11inv[self._run_level]).ravel()
+            A21.data[:] = np.concatenate([
+                left_template(templates[b.i], CT).ravel()
+                for b, CT in zip(self._cross, lead_scaled, strict=True)
+            ])[self._perm21]
+        # L21 = A21 L11^{-T}, same pattern as A21
+        self._L21.data[:] = self._times_L11inv_t(A21.data)
         if self._dense_update:
-            D = L21.toarray()
-            # lower triangle of L21 L21'; BLAS returns Fortran order, the indexing below is C
-            S = np.ascontiguousarray(-scipy.linalg.blas.dsyrk(1.0, D, lower=1))
+            # E = G21 Lambda_0 L11^{-T} and Y = E E', so L21 L21' = Lambda_2' Y Lambda_2: the
+            # same BLAS product as L21 L21', and Y is what the gradient needs (logdet_sums)
+            E = self._E
+            if self._cross:
+                E.data[:] = self._times_L11inv_t(
+                    np.concatenate([CT.ravel() for CT in lead_scaled])[self._perm21]
+                )
+            Y = scipy.linalg.blas.dsyrk(1.0, E.toarray(), lower=1)  # lower triangle of E E'
+            Y += np.tril(Y, -1).T
+            self._Y = Y
+            S = -self._lambda2_t(templates, self._lambda2_t(templates, Y).T)
         else:
-            S = -(L21 @ L21.T).toarray()
+            S = -(self._L21 @ self._L21.T).toarray()
         flat = S.reshape(-1)  # a view: S is C-contiguous
         for block, (index, a, b) in zip(self._rest, self._rest_index, strict=True):
             flat[index] += block_values(block, templates)[:, a, b].ravel()
@@ -188,6 +201,60 @@ class SchurKernel:
         if info != 0:
             raise ModelSpecError("the Schur complement of the PLS system is not positive definite")
         self._L22 = L22
+
+    def _times_L11inv_t(self, values: np.ndarray) -> np.ndarray:
+        """Values on A21's pattern times L11^{-T}: each run of k0 values (one row of A21 at
+        one leading level) times its level's block, run @ L11inv[level].T."""
+        runs = values.reshape(-1, self.k0)
+        return np.einsum("rb,rab->ra", runs, self._L11inv[self._run_level]).ravel()
+
+    def logdet_sums(self, templates: list[np.ndarray]) -> list[np.ndarray] | None:
+        """:func:`lmm_sparse.gradient.logdet_sums` without P21 on A21's pattern, on the dense
+        path (None elsewhere: then the gradient uses :meth:`inverse_blocks`).
+
+        With ``B = Lambda_2' G21`` and ``N_m = B_m' P22 B_m`` per leading level m (from one
+        triangular solve ``L22^{-1} B``), ``Q_m = T0 A11_m^{-1}`` and ``Y`` of
+        :meth:`factor`, the sums over the blocks of Z'Z are:
+
+        * leading term: ``sum_m C_mm T0 P11_mm - N_m Q_m`` with
+          ``P11_mm = A11_m^{-1} + Q_m' N_m Q_m`` (diagonal, then cross blocks);
+        * rest term i, cross blocks: ``-sum_{l in i} [Y Lambda_2 P22]_ll``; its blocks with
+          other rest terms as in the general formula, from P22.
+
+        Cost: q2^2 q1 for the solve and 2 q2^3 / 3 for P22, against 2 q2^2 q1 for P21 on
+        the pattern through P22 H, and no q2 x q1 gather. Reads the last factor.
+        """
+        if not self._dense_update or self.q2 == 0:
+            return None
+        k0, l0, q2 = self.k0, self.l0, self.q2
+        Pl, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
+        if info != 0:
+            raise ModelSpecError("the Schur complement of the PLS system is singular")
+        P22 = Pl + np.tril(Pl, -1).T
+        B = self._B
+        if self._cross:
+            B.data[:] = np.concatenate([
+                left_template(templates[b.i], b.C).ravel() for b in self._cross
+            ])[self._perm21]
+        F = _dtrtrs(self._L22, B.toarray(), lower=1)[0].reshape(q2, l0, k0)
+        N = np.einsum("alb,alc->lbc", F, F)
+        A11inv = np.einsum("lba,lbc->lac", self._L11inv, self._L11inv)
+        Q = templates[0] @ A11inv
+        P11 = A11inv + Q.transpose(0, 2, 1) @ N @ Q
+        CT0 = right_template(self._diag0.C, templates[0])
+        out = [np.einsum("lab,lbc->ac", CT0, P11) - np.einsum("lab,lbc->ac", N, Q)]
+        YL = self._lambda2_t(templates, self._Y.T).T  # Y Lambda_2 (Y is symmetric)
+        start = 0
+        for term in self.re.terms[1:]:
+            size = term.nlevels * term.k
+            rows = slice(start, start + size)
+            Zi = YL[rows].reshape(term.nlevels, term.k, q2)
+            Pi = P22[rows].reshape(term.nlevels, term.k, q2)
+            out.append(-np.einsum("lra,lsa->rs", Zi, Pi))
+            start += size
+        flat = P22.reshape(-1)
+        add_block_sums(out, self._rest, templates, [flat[index] for index in self._rest_full])
+        return out
 
     def xy_gram(self, templates: list[np.ndarray], cp: CrossProducts) -> np.ndarray | None:
         """``B'(A + I)^{-1} B`` for ``B = Lambda' Z'[X y]`` of ``cp``, through groups of
@@ -222,7 +289,7 @@ class SchurKernel:
 
     def _lambda2_t(self, templates: list[np.ndarray], V: np.ndarray) -> np.ndarray:
         """Lambda_2' V for a q2 x m matrix V in the rest terms' rows."""
-        out, start = np.empty_like(V), 0
+        out, start = np.empty(V.shape), 0  # C order (factor indexes S through a flat view)
         for term, T in zip(self.re.terms[1:], templates[1:], strict=True):
             size = term.nlevels * term.k
             block = V[start : start + size].reshape(term.nlevels, term.k, -1)

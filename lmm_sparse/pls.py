@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from .crossprod import CrossProducts, ZtZOperator, inverse_gram
 from .errors import ModelSpecError
-from .gradient import gradient_parts
+from .gradient import gradient_parts, kernel_logdet_sums
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
 from .terms import ReStructure, template_times
@@ -273,7 +273,7 @@ class PLSWorkspace:
             u, CX = self.kernel.solve(rhs), None
         logdet, dpwrss = gradient_parts(
             self.re, self.cp, self._shared.ztz, templates, u, CX, beta, self.cp.centred_RX(ev.RX),
-            self.kernel.inverse_blocks(),
+            kernel_logdet_sums(self.kernel, self.cp, templates),
         )
         return ev, logdet, dpwrss
 

@@ -14,6 +14,7 @@ from conftest import synthetic_frame
 
 from lmm_sparse import LinearMixedModel
 from lmm_sparse.crossprod import ZtZOperator
+from lmm_sparse.gradient import logdet_sums
 
 FORMULAS = [
     "y ~ x + (1 | a) + (1 | b)",
@@ -47,11 +48,15 @@ def _central_differences(model: LinearMixedModel, theta: np.ndarray, h: float = 
 
 @pytest.mark.parametrize("formula", FORMULAS)
 @pytest.mark.parametrize("reml", [False, True])
-@pytest.mark.parametrize("path", ["dense", "pairs", "chunks"])
+@pytest.mark.parametrize("path", ["direct", "dense", "pairs", "chunks"])
 def test_gradient_matches_central_differences(formula, reml, path):
     model = LinearMixedModel(formula, _data(500, 3), reml=reml, kernel="schur")
-    # every way of forming P21 = -P22 H on its pattern
-    model.workspace.kernel._p21_path = path
+    kernel = model.workspace.kernel
+    if path == "direct":  # the dense update's sums without P21 (SchurKernel.logdet_sums)
+        kernel._dense_update = True
+    else:  # every way of forming P21 = -P22 H on its pattern, for the selected inverse
+        kernel._p21_path = path
+        kernel.logdet_sums = lambda templates: None
     rng = np.random.default_rng(4)
     for zero in (False, True):
         theta = _theta(model, rng, zero)
@@ -128,3 +133,21 @@ def test_repeated_calls_at_one_theta_agree():
     assert v3 == pytest.approx(v2, rel=1e-12) and np.allclose(g3, again[1], rtol=1e-8)
     # the REML criterion at the same theta is another function
     assert model.workspace.objective(t2, reml=True) != pytest.approx(v2, rel=1e-9)
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_direct_logdet_sums_equal_those_from_the_selected_inverse(formula):
+    model = LinearMixedModel(formula, _data(500, 3), kernel="schur")
+    kernel = model.workspace.kernel
+    kernel._dense_update = True
+    rng = np.random.default_rng(7)
+    for zero in (False, True):
+        templates = model.re.templates(_theta(model, rng, zero))
+        kernel.factor(templates)
+        direct = kernel.logdet_sums(templates)
+        if kernel.q2 == 0:
+            assert direct is None  # one term: nothing to gain, the general route is used
+            continue
+        general = logdet_sums(model.cp, templates, kernel.inverse_blocks())
+        for a, b in zip(direct, general, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(b).max()))

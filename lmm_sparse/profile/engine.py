@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..crossprod import ZtZOperator
-from ..gradient import gradient_parts
+from ..gradient import gradient_parts, kernel_logdet_sums
 from ..pls import PLSEval
 from ..terms import ReStructure
 
@@ -61,9 +61,10 @@ class Engine:
         if self._ztz is None:
             self._ztz = ZtZOperator(self.re, self.cp)
         u = self.ws.spherical_modes(replace(ev, beta=beta))  # the factor is ev's: no refactor
+        templates = self.re.templates(ev.theta)
         logdet, dpwrss = gradient_parts(
-            self.re, self.cp, self._ztz, self.re.templates(ev.theta), u, None,
-            self.cp.to_y0(beta), self.cp.centred_RX(ev.RX), self.ws.kernel.inverse_blocks(),
+            self.re, self.cp, self._ztz, templates, u, None, self.cp.to_y0(beta),
+            self.cp.centred_RX(ev.RX), kernel_logdet_sums(self.ws.kernel, self.cp, templates),
         )
         return logdet + inv_sigma2 * dpwrss
 
