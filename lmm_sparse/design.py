@@ -212,8 +212,15 @@ def _check_kind(values: pd.Series, column: object) -> None:
                         "a number first (e.g. days since a reference date)")
 
 
-def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
-    """Copy of the used columns with incomplete rows dropped (lme4's na.omit)."""
+def make_model_frame(
+    parsed: ParsedFormula, data: pd.DataFrame, extra: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
+    """Copy of the used columns with incomplete rows dropped (lme4's na.omit).
+
+    ``extra``: per-row arrays over ``data`` (lme4's ``(weights)``, ``(offset)``) added as
+    columns, so that a row missing one of them is dropped too; their values are checked by
+    whoever takes them back out (:func:`lmm_sparse.weights.take_prior_weights`).
+    """
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("data has no rows")
@@ -224,9 +231,11 @@ def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"column name(s) {repeated} appear more than once in the data: "
                         "rename or drop the copies")
     frame = data.loc[:, columns].copy()
-    frame = frame.dropna(how="any")
+    for name, values in (extra or {}).items():
+        frame[name] = values
+    full, frame = frame, frame.dropna(how="any")
     if len(frame) == 0:
-        counts = data[columns].isna().sum()
+        counts = full.isna().sum()
         worst = counts.idxmax()
         raise DataError(
             f"no complete rows: every row has a missing value in the columns the formula "
