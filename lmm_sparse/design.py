@@ -32,6 +32,7 @@ __all__ = [
     "quote_names",
     "make_fixed_design",
     "make_raw_terms",
+    "make_formula_offset",
     "intercept_name",
     "as_pandas",
     "dependency_message",
@@ -125,7 +126,8 @@ def quote_names(parsed: ParsedFormula, columns) -> ParsedFormula:
 
     bars = tuple(dataclasses.replace(bar, lhs=quote(bar.lhs)) for bar in parsed.bars)
     return dataclasses.replace(
-        parsed, response=quote(parsed.response), fixed=quote(parsed.fixed), bars=bars
+        parsed, response=quote(parsed.response), fixed=quote(parsed.fixed), bars=bars,
+        offsets=tuple(quote(text) for text in parsed.offsets),
     )
 
 
@@ -133,6 +135,7 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     """Columns the formula reads, in data order, after checking that each exists."""
     pieces = [(parsed.response, "response"), (parsed.fixed, "fixed part")]
     pieces += [(bar.lhs, bar.source) for bar in parsed.bars]
+    pieces += [(f"I({text})", f"offset({text})") for text in parsed.offsets]
     try:  # one parse of all parts (each parse costs about a millisecond)...
         joined = " + ".join(f"({text})" for text, _ in pieces[1:])
         needed = set(Formula(f"{parsed.response} ~ {joined}").required_variables)
@@ -369,6 +372,34 @@ def _independent_columns(X: np.ndarray) -> list[int]:
             break
         del keep[bad[0]]
     return keep
+
+
+def offset_values(text: str, frame: pd.DataFrame) -> np.ndarray:
+    """The values of one ``offset(text)`` term on ``frame`` (NaN where a variable is
+    missing): the expression evaluated as formulaic's ``I(text)``, one numeric column."""
+    try:
+        with np.errstate(all="ignore"):
+            mm = model_matrix(f"0 + I({text})", frame, na_action="ignore")
+    except Exception as exc:
+        raise FormulaError(
+            f"cannot evaluate offset({text}): {dependency_message(exc)}"
+        ) from None
+    if mm.shape[1] != 1:
+        raise FormulaError(f"offset({text}) must be one numeric value per row; it encodes to "
+                           f"{mm.shape[1]} columns")
+    return np.asarray(mm, dtype=float)[:, 0]
+
+
+def make_formula_offset(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray | None:
+    """The sum of the formula's ``offset(...)`` terms on the model frame, or None."""
+    if not parsed.offsets:
+        return None
+    total = np.zeros(len(frame))
+    for text in parsed.offsets:
+        values = offset_values(text, frame)
+        _check_magnitude(values, f"offset({text})")
+        total += values
+    return total
 
 
 def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:

@@ -36,7 +36,7 @@ def ml_refit(result: LmerResult) -> LmerResult:
 
     model = result.model
     refit = LinearMixedModel(model.formula, model.frame, reml=False, kernel=model.kernel_name,
-                             weights=model.prior.weights, offset=model.prior.offset)
+                             weights=model.prior.weights, offset=model.prior.offset_argument)
     return refit.fit(start=result.theta)
 
 

@@ -22,6 +22,7 @@ from .crossprod import ResponseUpdate, make_cross_products, working_response
 from .design import (
     as_pandas,
     make_fixed_design,
+    make_formula_offset,
     make_model_frame,
     make_raw_terms,
     quote_names,
@@ -86,7 +87,9 @@ class LinearMixedModel:
             parsed = quote_names(parsed, data.columns)
         self.parsed = parsed
         frame = make_model_frame(self.parsed, data, per_row_columns(data, weights, offset))
-        self.frame, self.prior = take_prior_weights(frame)
+        self.frame, prior = take_prior_weights(frame)
+        self.prior = dataclasses.replace(
+            prior, offset_terms=make_formula_offset(self.parsed, self.frame))
         self.fixed = make_fixed_design(self.parsed, self.frame)
         raw = make_raw_terms(self.parsed, self.frame)
         self.re = make_re_structure(raw)

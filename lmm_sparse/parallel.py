@@ -51,7 +51,7 @@ class ModelRecipe:
         from .model import LinearMixedModel
 
         return LinearMixedModel(self.formula, self.frame, reml=self.reml, kernel=self.kernel,
-                                weights=self.prior.weights, offset=self.prior.offset)
+                                weights=self.prior.weights, offset=self.prior.offset_argument)
 
 
 def resolve_jobs(n_jobs: int | None) -> int:

@@ -16,9 +16,10 @@ error naming the factor and the levels, unless ``allow_new_levels=True``: then i
 random effects of zero (lme4). A missing value in a predictor a row needs makes that
 row's prediction NaN (lme4's ``na.action = na.pass``). The user's frame is not modified.
 
-A fit with an offset (``lmer(..., offset=)``) predicts its own rows with the offset
-included; ``newdata`` is refused for it (lme4 would drop the offset without a word). Prior
-weights do not enter predictions.
+A fit's offset is part of its predictions: on its own rows all of it; on ``newdata`` the
+formula's ``offset(...)`` terms evaluated there (as lme4), while a fit with the
+``offset=`` argument refuses ``newdata`` (lme4 would drop that offset without a word).
+Prior weights do not enter predictions.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 from formulaic import model_matrix
 
-from .design import intercept_name, quote_names
+from .design import intercept_name, offset_values, quote_names
 from .errors import DataError, FormulaError, ModelSpecError
 from .formula import parse_formula
 
@@ -162,7 +163,7 @@ def predict(
         return model.prior.add_offset(out)
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    if model.prior.offset is not None:
+    if model.prior.offset_argument is not None:
         # lme4 silently predicts such a model's newdata without the offset (predict.merMod
         # only evaluates offset() terms of the formula); that is rarely what is meant.
         raise ModelSpecError(
@@ -174,6 +175,8 @@ def predict(
     for i in selection.terms():
         out += _term_part(model, i, selection.masks[i], result._b[i], newdata,
                           allow_new_levels)
+    for text in model.parsed.offsets:  # the formula's offset() terms, evaluated on newdata
+        out += offset_values(text, newdata)
     return out
 
 

@@ -39,11 +39,21 @@ class PriorWeights:
     Fields
     ------
     weights: positive prior weights, shape (n,), or None (all 1).
-    offset: the offset, shape (n,), or None (all 0).
+    offset_argument: the ``offset=`` argument's values, shape (n,), or None.
+    offset_terms: the sum of the formula's ``offset(...)`` terms, shape (n,), or None.
     """
 
     weights: np.ndarray | None = None
-    offset: np.ndarray | None = None
+    offset_argument: np.ndarray | None = None
+    offset_terms: np.ndarray | None = None
+
+    @property
+    def offset(self) -> np.ndarray | None:
+        """The whole offset (argument plus formula terms, as lme4 adds them), or None."""
+        parts = [o for o in (self.offset_argument, self.offset_terms) if o is not None]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
     @property
     def log_weights(self) -> float:
@@ -140,4 +150,4 @@ def take_prior_weights(frame: pd.DataFrame) -> tuple[pd.DataFrame, PriorWeights]
     offset = values.get(OFFSET)
     if offset is not None:
         _checked(offset, "offset")
-    return frame, PriorWeights(weights=weights, offset=offset)
+    return frame, PriorWeights(weights=weights, offset_argument=offset)

@@ -112,6 +112,16 @@ def test_fitted_and_residuals_match_lme4(fits, case):
                                  scale * tol)
 
 
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if load_reference(REFERENCE)[c]["predict_newdata_head"]])
+def test_predictions_on_new_rows_match_lme4(fits, case):
+    """predict(newdata): weights do not enter, the formula's offset() terms do."""
+    res, ref = fits[case], load_reference(REFERENCE)[case]
+    new = derived(ref["data"]).head(len(ref["predict_newdata_head"]))
+    tol = _fitted_tolerance(res, ref)[: len(new)]  # the new rows are the first fitted rows
+    np.testing.assert_array_less(np.abs(res.predict(new) - ref["predict_newdata_head"]), tol)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_conditional_modes_match_lme4(fits, case):
     res, ref = fits[case], load_reference(REFERENCE)[case]
@@ -222,6 +232,40 @@ def test_offset_is_the_response_minus_the_offset():
     # the Days slope absorbs what the offset took out: 2.5 per day
     base = lmm_sparse.lmer(SLEEP, df)
     assert with_offset.fixef["Days"] == pytest.approx(base.fixef["Days"] - 2.5, rel=1e-6)
+
+
+def test_formula_offset_is_the_offset_argument():
+    """lme4's offset(x) term: the same model as offset="x"; both together add up."""
+    df = derived("sleepstudy")
+    term = lmm_sparse.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", df)
+    argument = lmm_sparse.lmer(SLEEP, df, offset="off")
+    expression = lmm_sparse.lmer("Reaction ~ Days + offset(2.5 * Days) + (Days | Subject)", df)
+    for other in (argument, expression):
+        _close(term.fixef, other.fixef, rtol=1e-12)
+        _close(term.fitted, other.fitted, rtol=1e-12)
+    both = lmm_sparse.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", df,
+                           offset=np.full(len(df), 10.0))
+    assert both.fixef["(Intercept)"] == pytest.approx(term.fixef["(Intercept)"] - 10, rel=1e-9)
+    # the formula's offset is evaluated on new rows; a missing value there gives NaN (na.pass)
+    new = df.head(4).assign(off=[0.0, 1.0, np.nan, 3.0])
+    pred = term.predict(new)
+    shifted = term.predict(new.assign(off=0.0))
+    assert np.isnan(pred[2])
+    _close(pred[[0, 1, 3]], shifted[[0, 1, 3]] + [0.0, 1.0, 3.0], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("formula", "match"),
+    [
+        ("Reaction ~ Days - offset(off) + (Days | Subject)", "offset term must be added"),
+        ("Reaction ~ Days + offset() + (Days | Subject)", "offset term must be added"),
+        ("Reaction ~ Days + offset(label) + (Days | Subject)", "offset\\(label\\) must be one"),
+    ],
+)
+def test_bad_formula_offsets_are_named(formula, match):
+    df = derived("sleepstudy").assign(label=lambda d: np.where(d["Days"] > 4, "hi", "lo"))
+    with pytest.raises(lmm_sparse.errors.FormulaError, match=match):
+        lmm_sparse.lmer(formula, df)
 
 
 def test_weights_as_column_or_array_are_the_same():

@@ -38,6 +38,9 @@ cases <- list(
   list(id = "sleep_w_offset", data = "sleepstudy",
        formula = "Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", reml = TRUE,
        weights = "w", offset = "off"),
+  list(id = "sleep_formula_offset_w", data = "sleepstudy",
+       formula = "Reaction ~ Days + offset(off) + (Days | Subject)", reml = TRUE, weights = "w",
+       offset = NULL),
   list(id = "dietox_w_offset_ml", data = "dietox", formula = "Weight ~ Time + Evit + (Time | Pig)",
        reml = FALSE, weights = "Feed", offset = "Start")
 )
@@ -72,7 +75,9 @@ for (cs in cases) {
     fitted_head = head_of(fitted(m), 10),
     residuals_head = head_of(residuals(m), 10),
     pearson_head = head_of(residuals(m, type = "pearson"), 10),
-    fitted_ss = sum(fitted(m)^2))
+    fitted_ss = sum(fitted(m)^2),
+    # predict() on new rows; left out with an offset= argument, which lme4 drops there
+    predict_newdata_head = if (is.null(cs$offset)) head_of(predict(m, newdata = head(d, 10)), 10) else NULL)
 }
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE, dataframe = "columns",
                   na = "null", null = "null"), args[2])
