@@ -374,3 +374,60 @@ def test_the_callers_data_and_arrays_are_not_modified():
     pd.testing.assert_frame_equal(df, before)
     np.testing.assert_array_equal(w, w_before)
 
+
+
+# --------------------------------------------------------------------------- intervals, F tests
+
+
+def _interval_table(rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(rows).set_index("term")[["2.5 %", "97.5 %"]]
+
+
+def test_profile_intervals_match_lme4(fits):
+    """Profile intervals within 1% of lme4's width (test_profile.py's rule). lme4 1.1-31's
+    profile of a weighted fit's fixed effects is wrong (~20 times narrower than Wald), so
+    for all parameters the reference is lme4's profile of the same model written without
+    weights (sqrt(w) times y and the columns of X and Z: the same likelihood up to
+    sum(log w), which lme4_weights.R checks); lme4's weighted profile is checked for the
+    variance parameters, where it is right."""
+    res, ref = fits["sleep_w_reml"], load_reference(REFERENCE)["sleep_w_reml"]
+    ours = res.confint(progress=False)
+    same = ref["confint_profile_unweighted_form"]
+    assert same["objective_plus_log_weights"] == pytest.approx(res.objective, abs=2e-3)
+    unweighted = _interval_table(same["table"])
+    weighted = _interval_table(ref["confint_profile"])
+    assert len(ours) == len(unweighted) == len(weighted)
+    for i, name in enumerate(ours.index):
+        for table in (unweighted, weighted) if i < 4 else (unweighted,):
+            lo, hi = table.iloc[i]
+            tol = 0.01 * (hi - lo)
+            assert abs(ours.iloc[i, 0] - lo) <= tol, (name, ours.iloc[i, 0], lo)
+            assert abs(ours.iloc[i, 1] - hi) <= tol, (name, ours.iloc[i, 1], hi)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_wald_intervals_match_lme4(fits, case):
+    res, ref = fits[case], load_reference(REFERENCE)[case]
+    ours = res.confint(method="wald")
+    for row in pd.DataFrame(ref["confint_wald"]).to_dict("records"):
+        if row["2.5 %"] is None or np.isnan(row["2.5 %"]):
+            continue  # the variance parameters: no Wald interval in lme4
+        name = next(n for n in res.fixef.index if r_name(n) == row["term"] or n == row["term"])
+        width = row["97.5 %"] - row["2.5 %"]
+        # 1% of lme4's se on beta plus 0.2% of the se: both parity tolerances, on each end
+        tol = (FIXEF_SE_FRACTION + 1.96 * SE_REL) * width / (2 * 1.96)
+        assert abs(ours.loc[name, "2.5 %"] - row["2.5 %"]) <= tol, name
+        assert abs(ours.loc[name, "97.5 %"] - row["97.5 %"]) <= tol, name
+
+
+@pytest.mark.parametrize("type", [1, 3])
+def test_f_tests_match_lmertest(fits, type):
+    """lmerTest's type I and III tables for dietox (Time and the 3-level Evit, weighted):
+    F within 0.5%, denominator df within 1% (test_inference.py's rules)."""
+    res, ref = fits["dietox_w_offset_ml"], load_reference(REFERENCE)["dietox_w_offset_ml"]
+    ours = res.anova(type=type)
+    table = ref[f"anova_type{type}"]
+    for k, term in enumerate(table["term"]):
+        assert ours.loc[term, "num_df"] == table["NumDF"][k]
+        assert ours.loc[term, "f_value"] == pytest.approx(table["F value"][k], rel=0.005)
+        assert ours.loc[term, "den_df"] == pytest.approx(table["DenDF"][k], rel=0.01)

@@ -46,6 +46,8 @@ cases <- list(
 )
 
 head_of <- function(x, k) unname(head(as.numeric(x), k))
+tab <- function(x) { x <- as.data.frame(x); x$term <- rownames(x); rownames(x) <- NULL; x }
+profile_cases <- c("sleep_w_reml")  # profile intervals (slow in both R and Python)
 out <- list()
 for (cs in cases) {
   d <- derive[[cs$data]](read_data(cs$data))
@@ -77,7 +79,22 @@ for (cs in cases) {
     pearson_head = head_of(residuals(m, type = "pearson"), 10),
     fitted_ss = sum(fitted(m)^2),
     # predict() on new rows; left out with an offset= argument, which lme4 drops there
-    predict_newdata_head = if (is.null(cs$offset)) head_of(predict(m, newdata = head(d, 10)), 10) else NULL)
+    predict_newdata_head = if (is.null(cs$offset)) head_of(predict(m, newdata = head(d, 10)), 10) else NULL,
+    anova_type1 = tab(anova(m, type = 1)), anova_type3 = tab(anova(m, type = 3)),
+    confint_wald = tab(confint(m, method = "Wald", oldNames = FALSE)),
+    confint_profile = if (cs$id %in% profile_cases) tab(confint(m, method = "profile", oldNames = FALSE)) else NULL)
 }
+# lme4 1.1-31's profile of a weighted fit's fixed effects is wrong (its intervals for
+# sleep_w_reml are ~20 times narrower than the Wald ones; the variance parameters' agree).
+# The same model written without weights, with sqrt(w) times the response and the columns
+# of X and Z, has the same likelihood up to the constant sum(log w): lme4's profile of that
+# model is the reference for the fixed effects' intervals.
+d <- derive$sleepstudy(read_data("sleepstudy"))
+d$sw <- sqrt(d$w); d$swDays <- d$sw * d$Days; d$yw <- d$sw * d$Reaction
+m <- lmer(yw ~ 0 + sw + swDays + (0 + sw + swDays | Subject), d)
+out[["sleep_w_reml"]]$confint_profile_unweighted_form <- list(
+  formula = "yw ~ 0 + sw + swDays + (0 + sw + swDays | Subject)",
+  objective_plus_log_weights = REMLcrit(m) - sum(log(d$w)),
+  table = tab(confint(m, method = "profile", oldNames = FALSE)))
 writeLines(toJSON(out, auto_unbox = TRUE, digits = NA, pretty = TRUE, dataframe = "columns",
                   na = "null", null = "null"), args[2])
