@@ -257,17 +257,23 @@ def make_model_frame(
     return frame.reset_index(drop=True)
 
 
+def _model_matrix(formula: str, frame: pd.DataFrame, what: str) -> Any:
+    """formulaic's model matrix, its failure a FormulaError "cannot <what>: <reason>".
+
+    Incomplete rows are gone already, so a missing value here comes from a transform (np.log
+    of a negative number): kept ("ignore") for _check_magnitude to name it.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            return model_matrix(formula, frame, na_action="ignore")
+    except Exception as exc:  # formulaic's parser and evaluator raise many types
+        raise FormulaError(f"cannot {what}: {dependency_message(exc)}") from None
+
+
 def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign:
     """y and the fixed-effects matrix X, aliased columns dropped as lme4 does."""
-    try:
-        # Incomplete rows are gone already, so a missing value here comes from a transform
-        # (np.log of a negative number): kept ("ignore") for _check_magnitude to name it.
-        with np.errstate(all="ignore"):
-            mm = model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="ignore")
-    except Exception as exc:
-        raise FormulaError(
-            f"cannot build the fixed effects of {parsed.text!r}: {dependency_message(exc)}"
-        ) from None
+    mm = _model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame,
+                       f"build the fixed effects of {parsed.text!r}")
     lhs = mm.lhs
     if lhs.shape[1] != 1:
         stored = frame[parsed.response].dtype if parsed.response in frame.columns else None
@@ -377,13 +383,7 @@ def _independent_columns(X: np.ndarray) -> list[int]:
 def offset_values(text: str, frame: pd.DataFrame) -> np.ndarray:
     """The values of one ``offset(text)`` term on ``frame`` (NaN where a variable is
     missing): the expression evaluated as formulaic's ``I(text)``, one numeric column."""
-    try:
-        with np.errstate(all="ignore"):
-            mm = model_matrix(f"0 + I({text})", frame, na_action="ignore")
-    except Exception as exc:
-        raise FormulaError(
-            f"cannot evaluate offset({text}): {dependency_message(exc)}"
-        ) from None
+    mm = _model_matrix(f"0 + I({text})", frame, f"evaluate offset({text})")
     if mm.shape[1] != 1:
         raise FormulaError(f"offset({text}) must be one numeric value per row; it encodes to "
                            f"{mm.shape[1]} columns")
@@ -416,13 +416,8 @@ def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:
 def _make_raw_term(bar: BarTerm, frame: pd.DataFrame, matrices: dict[str, Any]) -> RawTerm:
     mm = matrices.get(bar.lhs)
     if mm is None:
-        try:
-            with np.errstate(all="ignore"):
-                mm = matrices[bar.lhs] = model_matrix(bar.lhs, frame, na_action="ignore")
-        except Exception as exc:
-            raise FormulaError(
-                f"cannot build random-effects term {bar.source}: {dependency_message(exc)}"
-            ) from None
+        mm = matrices[bar.lhs] = _model_matrix(bar.lhs, frame,
+                                               f"build random-effects term {bar.source}")
     X = np.asarray(mm, dtype=float)
     for j, name in enumerate(mm.columns):
         _check_magnitude(X[:, j], f"{name} in {bar.source}")

@@ -45,7 +45,8 @@ __all__ = ["LinearMixedModel", "lmer"]
 
 
 class LinearMixedModel:
-    """A linear mixed model given by an lme4 formula and a data frame.
+    """A linear mixed model given by an lme4 formula and a data frame (and, as lme4's
+    ``weights``/``offset``, optional prior weights and an offset: see :func:`lmer`).
 
     Fields
     ------
@@ -105,7 +106,8 @@ class LinearMixedModel:
     def with_response(self, y: np.ndarray) -> LinearMixedModel:
         """The same model with a new response: the data side of lme4's ``refit()``.
 
-        ``y`` has one finite value per observation used in the fit (the rows of ``frame``).
+        ``y`` has one finite value per observation used in the fit (the rows of ``frame``),
+        on the scale of the original response: the model's prior weights and offset apply.
         Everything that does not depend on y is shared, not rebuilt: the formula, frame, X,
         the random-effects structure, Z'Z and Z'X, and the kernel with its symbolic
         analysis (:meth:`PLSWorkspace.with_cross_products`). Only Z'y, X'y, y'y and beta0

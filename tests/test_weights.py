@@ -431,3 +431,16 @@ def test_f_tests_match_lmertest(fits, type):
         assert ours.loc[term, "num_df"] == table["NumDF"][k]
         assert ours.loc[term, "f_value"] == pytest.approx(table["F value"][k], rel=0.005)
         assert ours.loc[term, "den_df"] == pytest.approx(table["DenDF"][k], rel=0.01)
+
+
+def test_bootstrap_replicate_is_a_refit_of_a_weighted_simulation(fits):
+    """Replicate i refits the response simulate() draws from child seed i (bootstrap.py):
+    with weights and an offset, the draw is the fitted model's and the refit keeps both."""
+    res = fits["sleep_w_offset"]
+    boot = res.bootstrap(nsim=2, seed=11, progress=False)
+    child = np.random.SeedSequence(11).spawn(2)[1]
+    refit = res.refit(res.simulate(1, seed=child)[:, 0])
+    row = boot.replicates.iloc[1]
+    for name in refit.fixef.index:
+        assert row[name] == pytest.approx(refit.fixef[name], rel=1e-5)
+    assert row["sigma"] == pytest.approx(refit.sigma, rel=1e-5)
