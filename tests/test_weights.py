@@ -444,3 +444,12 @@ def test_bootstrap_replicate_is_a_refit_of_a_weighted_simulation(fits):
     for name in refit.fixef.index:
         assert row[name] == pytest.approx(refit.fixef[name], rel=1e-5)
     assert row["sigma"] == pytest.approx(refit.sigma, rel=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["cholmod", "schur"])
+def test_every_kernel_fits_the_weighted_model(fits, kernel):
+    """The sparse kernels (and their gradient) see only the weighted cross-products."""
+    ref = load_reference(REFERENCE)["penicillin_w_crossed"]
+    res = lmm_sparse.lmer(ref["formula"], derived("Penicillin"), weights="w", kernel=kernel)
+    compare_to_lme4(res, ref, label=kernel)
+    assert res.objective == pytest.approx(fits["penicillin_w_crossed"].objective, abs=1e-6)
