@@ -24,6 +24,8 @@ __all__ = [
     "ResponseUpdate",
     "inverse_gram",
     "make_cross_products",
+    "working_response",
+    "weighted_rows",
     "block_values",
     "left_template",
     "right_template",
@@ -70,6 +72,13 @@ class CrossProducts:
     uncentred covariate (a year, x + 1e6) no longer makes X'X - W'W a small difference of
     huge numbers: measured, x + 1e6 moved the criterion by up to 4e-6 relative before.
     :meth:`from_y0` and :meth:`to_y0` convert between the two coordinates.
+    log_weights: sum(log w) of the prior weights (lme4's ldW; 0 without weights).
+
+    With prior weights w and an offset o (lme4's ``weights``, ``offset``), X, y and Z enter
+    as W^1/2 X, W^1/2 (y - o) and W^1/2 Z (:func:`working_response`, :func:`weighted_rows`):
+    the residual variance sigma^2 / w_i becomes sigma^2 for the scaled rows, so the PLS
+    system and its criterion are those of an unweighted model, except that the density of
+    y carries the Jacobian: lme4's criterion is this one minus ``log_weights``.
 
     The response enters as its least-squares residual y0. The PLS solution is the same up
     to ``beta = beta(y0) + beta0`` (adding X c to y only shifts beta by c), but pwrss is no
@@ -85,6 +94,7 @@ class CrossProducts:
     XyXy: np.ndarray
     beta0: np.ndarray
     center: np.ndarray
+    log_weights: float = 0.0
 
     def from_y0(self, beta_y0: np.ndarray, RX_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """beta (fitted to y0, centred X) and R_X of the centred X -> beta and R_X of X.
@@ -131,14 +141,38 @@ def inverse_gram(R: np.ndarray) -> np.ndarray:
     return Rinv @ Rinv.T
 
 
-def centering(X: np.ndarray) -> np.ndarray:
-    """Column means to subtract when X's first column is the intercept (see CrossProducts)."""
+def centering(X: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Column means to subtract when X's first column is the intercept (see CrossProducts);
+    with prior weights the weighted means, which leave the weighted columns orthogonal to
+    the weighted intercept (any vector gives the same model: X S for the same S)."""
     p = X.shape[1]
     if p < 2 or not np.all(X[:, 0] == 1.0):
         return np.zeros(p)
-    center = X.mean(axis=0)
+    center = X.mean(axis=0) if weights is None else np.average(X, axis=0, weights=weights)
     center[0] = 0.0
     return center
+
+
+def working_response(
+    y: np.ndarray, weights: np.ndarray | None, offset: np.ndarray | None
+) -> np.ndarray:
+    """W^1/2 (y - offset), the response the cross-products hold (y itself without either)."""
+    if offset is not None:
+        y = y - offset
+    return y if weights is None else y * np.sqrt(weights)
+
+
+def weighted_rows(
+    re: ReStructure, X: np.ndarray, weights: np.ndarray
+) -> tuple[ReStructure, np.ndarray]:
+    """The structure and X with every row scaled by sqrt(w): W^1/2 Z and W^1/2 X.
+
+    Only the terms' dense model matrices change (Z's pattern comes from the level codes), so
+    the scaled structure has the same levels, layout and theta as the original.
+    """
+    s = np.sqrt(weights)[:, None]
+    terms = tuple(dataclasses.replace(t, X=t.X * s) for t in re.terms)
+    return dataclasses.replace(re, terms=terms), X * s
 
 
 def _grouped_cross(codes: np.ndarray, nlev: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -159,11 +193,24 @@ def _pair_block(re: ReStructure, i: int, j: int) -> ZtZBlock | None:
     return ZtZBlock(i=i, j=j, rows=uniq // tj.nlevels, cols=uniq % tj.nlevels, C=C)
 
 
-def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossProducts:
-    """All cross-products of the PLS system in one pass over the data, O(n p^2)."""
-    center = centering(X)
+def make_cross_products(
+    re: ReStructure,
+    X: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+) -> CrossProducts:
+    """All cross-products of the PLS system in one pass over the data, O(n p^2).
+
+    ``weights``, ``offset``: lme4's prior weights (positive) and offset per row, or None;
+    the rows are weighted before the pass (see CrossProducts).
+    """
+    center = centering(X, weights)
     if center.any():
         X = X - center
+    y = working_response(y, weights, offset)
+    if weights is not None:
+        re, X = weighted_rows(re, X, weights)
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     Xy = np.column_stack([X, y - X @ beta0])
     blocks = []
@@ -177,7 +224,7 @@ def make_cross_products(re: ReStructure, X: np.ndarray, y: np.ndarray) -> CrossP
     ZtXy = tuple(_grouped_cross(t.codes, t.nlevels, t.X, Xy) for t in re.terms)
     return CrossProducts(
         n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0,
-        center=center,
+        center=center, log_weights=0.0 if weights is None else float(np.sum(np.log(weights))),
     )
 
 
@@ -193,10 +240,24 @@ class ResponseUpdate:
     leaves an X-component in y0 of order eps * cond(X)^2 * |y| at worst: negligible
     against y0 itself, which is all beta0 is for (see CrossProducts; any beta0 gives the
     same fit, beta is corrected by it).
+
+    ``weights``, ``offset``: those the cross-products were made with; a new y is taken on
+    the original scale and transformed as the first one was (:func:`working_response`).
     """
 
-    def __init__(self, re: ReStructure, X: np.ndarray, cp: CrossProducts) -> None:
-        self.cp, self.X = cp, (X - cp.center if cp.center.any() else X)  # as the cp hold it
+    def __init__(
+        self,
+        re: ReStructure,
+        X: np.ndarray,
+        cp: CrossProducts,
+        weights: np.ndarray | None = None,
+        offset: np.ndarray | None = None,
+    ) -> None:
+        X = X - cp.center if cp.center.any() else X
+        if weights is not None:
+            re, X = weighted_rows(re, X, weights)
+        self.cp, self.X = cp, X  # as the cp hold it
+        self._weights, self._offset = weights, offset
         self._Zt = re.Z().T.tocsr()
         self._sizes = [t.nlevels * t.k for t in re.terms]
         p = cp.p
@@ -210,6 +271,7 @@ class ResponseUpdate:
 
     def __call__(self, y: np.ndarray) -> CrossProducts:
         cp, p = self.cp, self.cp.p
+        y = working_response(y, self._weights, self._offset)
         beta0 = self._beta0(y)
         y0 = y - self.X @ beta0 if p else y
         Zty0 = self._Zt @ y0

@@ -32,6 +32,7 @@ __all__ = [
     "quote_names",
     "make_fixed_design",
     "make_raw_terms",
+    "make_formula_offset",
     "intercept_name",
     "as_pandas",
     "dependency_message",
@@ -125,7 +126,8 @@ def quote_names(parsed: ParsedFormula, columns) -> ParsedFormula:
 
     bars = tuple(dataclasses.replace(bar, lhs=quote(bar.lhs)) for bar in parsed.bars)
     return dataclasses.replace(
-        parsed, response=quote(parsed.response), fixed=quote(parsed.fixed), bars=bars
+        parsed, response=quote(parsed.response), fixed=quote(parsed.fixed), bars=bars,
+        offsets=tuple(quote(text) for text in parsed.offsets),
     )
 
 
@@ -133,6 +135,7 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     """Columns the formula reads, in data order, after checking that each exists."""
     pieces = [(parsed.response, "response"), (parsed.fixed, "fixed part")]
     pieces += [(bar.lhs, bar.source) for bar in parsed.bars]
+    pieces += [(f"I({text})", f"offset({text})") for text in parsed.offsets]
     try:  # one parse of all parts (each parse costs about a millisecond)...
         joined = " + ".join(f"({text})" for text, _ in pieces[1:])
         needed = set(Formula(f"{parsed.response} ~ {joined}").required_variables)
@@ -212,8 +215,15 @@ def _check_kind(values: pd.Series, column: object) -> None:
                         "a number first (e.g. days since a reference date)")
 
 
-def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
-    """Copy of the used columns with incomplete rows dropped (lme4's na.omit)."""
+def make_model_frame(
+    parsed: ParsedFormula, data: pd.DataFrame, extra: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
+    """Copy of the used columns with incomplete rows dropped (lme4's na.omit).
+
+    ``extra``: per-row arrays over ``data`` (lme4's ``(weights)``, ``(offset)``) added as
+    columns, so that a row missing one of them is dropped too; their values are checked by
+    whoever takes them back out (:func:`lmm_sparse.weights.take_prior_weights`).
+    """
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("data has no rows")
@@ -224,9 +234,11 @@ def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
         raise DataError(f"column name(s) {repeated} appear more than once in the data: "
                         "rename or drop the copies")
     frame = data.loc[:, columns].copy()
-    frame = frame.dropna(how="any")
+    for name, values in (extra or {}).items():
+        frame[name] = values
+    full, frame = frame, frame.dropna(how="any")
     if len(frame) == 0:
-        counts = data[columns].isna().sum()
+        counts = full.isna().sum()
         worst = counts.idxmax()
         raise DataError(
             f"no complete rows: every row has a missing value in the columns the formula "
@@ -245,17 +257,23 @@ def make_model_frame(parsed: ParsedFormula, data: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _model_matrix(formula: str, frame: pd.DataFrame, what: str) -> Any:
+    """formulaic's model matrix, its failure a FormulaError "cannot <what>: <reason>".
+
+    Incomplete rows are gone already, so a missing value here comes from a transform (np.log
+    of a negative number): kept ("ignore") for _check_magnitude to name it.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            return model_matrix(formula, frame, na_action="ignore")
+    except Exception as exc:  # formulaic's parser and evaluator raise many types
+        raise FormulaError(f"cannot {what}: {dependency_message(exc)}") from None
+
+
 def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign:
     """y and the fixed-effects matrix X, aliased columns dropped as lme4 does."""
-    try:
-        # Incomplete rows are gone already, so a missing value here comes from a transform
-        # (np.log of a negative number): kept ("ignore") for _check_magnitude to name it.
-        with np.errstate(all="ignore"):
-            mm = model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame, na_action="ignore")
-    except Exception as exc:
-        raise FormulaError(
-            f"cannot build the fixed effects of {parsed.text!r}: {dependency_message(exc)}"
-        ) from None
+    mm = _model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame,
+                       f"build the fixed effects of {parsed.text!r}")
     lhs = mm.lhs
     if lhs.shape[1] != 1:
         stored = frame[parsed.response].dtype if parsed.response in frame.columns else None
@@ -362,6 +380,28 @@ def _independent_columns(X: np.ndarray) -> list[int]:
     return keep
 
 
+def offset_values(text: str, frame: pd.DataFrame) -> np.ndarray:
+    """The values of one ``offset(text)`` term on ``frame`` (NaN where a variable is
+    missing): the expression evaluated as formulaic's ``I(text)``, one numeric column."""
+    mm = _model_matrix(f"0 + I({text})", frame, f"evaluate offset({text})")
+    if mm.shape[1] != 1:
+        raise FormulaError(f"offset({text}) must be one numeric value per row; it encodes to "
+                           f"{mm.shape[1]} columns")
+    return np.asarray(mm, dtype=float)[:, 0]
+
+
+def make_formula_offset(parsed: ParsedFormula, frame: pd.DataFrame) -> np.ndarray | None:
+    """The sum of the formula's ``offset(...)`` terms on the model frame, or None."""
+    if not parsed.offsets:
+        return None
+    total = np.zeros(len(frame))
+    for text in parsed.offsets:
+        values = offset_values(text, frame)
+        _check_magnitude(values, f"offset({text})")
+        total += values
+    return total
+
+
 def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:
     """Per bar term: its model matrix and the level codes of its grouping factor.
 
@@ -376,13 +416,8 @@ def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:
 def _make_raw_term(bar: BarTerm, frame: pd.DataFrame, matrices: dict[str, Any]) -> RawTerm:
     mm = matrices.get(bar.lhs)
     if mm is None:
-        try:
-            with np.errstate(all="ignore"):
-                mm = matrices[bar.lhs] = model_matrix(bar.lhs, frame, na_action="ignore")
-        except Exception as exc:
-            raise FormulaError(
-                f"cannot build random-effects term {bar.source}: {dependency_message(exc)}"
-            ) from None
+        mm = matrices[bar.lhs] = _model_matrix(bar.lhs, frame,
+                                               f"build random-effects term {bar.source}")
     X = np.asarray(mm, dtype=float)
     for j, name in enumerate(mm.columns):
         _check_magnitude(X[:, j], f"{name} in {bar.source}")

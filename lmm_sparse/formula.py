@@ -3,7 +3,8 @@
 formulaic does not understand lme4's bar terms ``(lhs | g)``, so, like lme4's
 ``findbars``/``nobars``, we cut them out at the top level of the right-hand
 side, expand ``||`` and ``/``, and hand formulaic the fixed part and each bar's
-left-hand side separately.
+left-hand side separately. Top-level ``offset(expr)`` terms (R's) are cut out too:
+their values are added to the linear predictor with coefficient 1.
 
 Only this module reads formula text; everything downstream receives a
 :class:`ParsedFormula`.
@@ -54,12 +55,14 @@ class ParsedFormula:
     response: left-hand side expression (a column name or a transform).
     fixed: right-hand side of the fixed-effects formula.
     bars: random-effects terms, expanded, in the order written.
+    offsets: the expressions inside the fixed part's ``offset(...)`` terms.
     """
 
     text: str
     response: str
     fixed: str
     bars: tuple[BarTerm, ...]
+    offsets: tuple[str, ...] = ()
 
 
 def parse_formula(text: str) -> ParsedFormula:
@@ -80,7 +83,15 @@ def parse_formula(text: str) -> ParsedFormula:
         raise FormulaError(f"formula has no terms on the right of '~': {text!r}")
     fixed_chunks: list[str] = []
     bars: list[BarTerm] = []
+    offsets: list[str] = []
     for sign, chunk in _signed_chunks(rhs, text):
+        offset = _offset_inner(chunk)
+        if offset is not None:
+            if sign == "-" or not offset:
+                raise FormulaError(f"an offset term must be added and hold an expression: "
+                                   f"{sign}{chunk} in {text!r}")
+            offsets.append(offset)
+            continue
         inner = _bar_inner(chunk)
         if inner is None:
             if _split_top(chunk, "|")[1:]:
@@ -102,7 +113,8 @@ def parse_formula(text: str) -> ParsedFormula:
     fixed = " ".join(fixed_chunks) if fixed_chunks else "1"
     if fixed.startswith("+"):
         fixed = fixed[1:].strip()
-    return ParsedFormula(text=text, response=response, fixed=fixed, bars=tuple(bars))
+    return ParsedFormula(text=text, response=response, fixed=fixed, bars=tuple(bars),
+                         offsets=tuple(offsets))
 
 
 def _check_parentheses(text: str) -> None:
@@ -162,6 +174,27 @@ def _signed_chunks(rhs: str, text: str) -> list[tuple[str, str]]:
             raise FormulaError(f"empty term before {char!r} at position {pos} in {text!r}")
         sign, start = char, pos + 1
     return chunks
+
+
+def _offset_inner(chunk: str) -> str | None:
+    """The expression of an ``offset(expr)`` chunk, or None for any other chunk (also for
+    ``offset(a) * b``, where the parentheses close before the end)."""
+    match = re.fullmatch(r"offset\s*\((.*)\)", chunk.strip(), flags=re.DOTALL)
+    if match is None:
+        return None
+    inner = match.group(1)
+    return inner.strip() if _closes_at_end(inner) else None
+
+
+def _closes_at_end(inner: str) -> bool:
+    """Whether ``inner`` never closes more parentheses than it opened."""
+    depth = 0
+    for char in inner:
+        depth += char == "("
+        depth -= char == ")"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def _bar_inner(chunk: str) -> str | None:

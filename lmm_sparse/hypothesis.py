@@ -71,6 +71,14 @@ def _varpar(result: LmerResult):
 def _kr(result: LmerResult):
     from .kenward_roger import kr_adjustment
 
+    if result.model.prior.weights is not None:
+        # pbkrtest (the reference) builds the residual covariance as sigma^2 I whatever the
+        # weights, so there is no correct value to match: refuse rather than differ.
+        raise ModelSpecError(
+            "ddf='kenward-roger' is not available for a fit with prior weights (pbkrtest "
+            "ignores lme4's weights); use ddf='satterthwaite'"
+        )
+
     return _cached(result, "kenward_roger", lambda: kr_adjustment(result))
 
 

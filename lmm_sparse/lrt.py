@@ -35,7 +35,8 @@ def ml_refit(result: LmerResult) -> LmerResult:
     from .model import LinearMixedModel
 
     model = result.model
-    refit = LinearMixedModel(model.formula, model.frame, reml=False, kernel=model.kernel_name)
+    refit = LinearMixedModel(model.formula, model.frame, reml=False, kernel=model.kernel_name,
+                             weights=model.prior.weights, offset=model.prior.offset_argument)
     return refit.fit(start=result.theta)
 
 

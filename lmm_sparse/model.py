@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .crossprod import ResponseUpdate, make_cross_products
+from .crossprod import ResponseUpdate, make_cross_products, working_response
 from .design import (
     as_pandas,
     make_fixed_design,
+    make_formula_offset,
     make_model_frame,
     make_raw_terms,
     quote_names,
@@ -38,12 +39,14 @@ from .pls import DENSE_MAX_Q, KERNELS, DensePLS, PLSWorkspace
 from .results import LmerResult, make_result
 from .terms import make_re_structure
 from .threads import blas_limit
+from .weights import per_row_columns, take_prior_weights
 
 __all__ = ["LinearMixedModel", "lmer"]
 
 
 class LinearMixedModel:
-    """A linear mixed model given by an lme4 formula and a data frame.
+    """A linear mixed model given by an lme4 formula and a data frame (and, as lme4's
+    ``weights``/``offset``, optional prior weights and an offset: see :func:`lmer`).
 
     Fields
     ------
@@ -51,6 +54,8 @@ class LinearMixedModel:
     parsed: the parsed formula.
     reml: True for the REML criterion, False for maximum likelihood.
     frame: the model frame (used columns, complete rows; a copy).
+    prior: the prior weights and offset of those rows
+        (:class:`~lmm_sparse.weights.PriorWeights`; None fields when not given).
     fixed: y and X (:class:`~lmm_sparse.design.FixedDesign`).
     re: random-effects structure (:class:`~lmm_sparse.terms.ReStructure`).
     cp: cross-products (:class:`~lmm_sparse.crossprod.CrossProducts`).
@@ -61,7 +66,13 @@ class LinearMixedModel:
     """
 
     def __init__(
-        self, formula: str, data: pd.DataFrame, reml: bool = True, kernel: str = "auto"
+        self,
+        formula: str,
+        data: pd.DataFrame,
+        reml: bool = True,
+        kernel: str = "auto",
+        weights=None,
+        offset=None,
     ) -> None:
         start = time.perf_counter()
         if not isinstance(reml, bool | np.bool_):
@@ -76,20 +87,27 @@ class LinearMixedModel:
         if isinstance(data, pd.DataFrame):
             parsed = quote_names(parsed, data.columns)
         self.parsed = parsed
-        self.frame = make_model_frame(self.parsed, data)
+        frame = make_model_frame(self.parsed, data, per_row_columns(data, weights, offset))
+        self.frame, prior = take_prior_weights(frame)
+        self.prior = dataclasses.replace(
+            prior, offset_terms=make_formula_offset(self.parsed, self.frame))
         self.fixed = make_fixed_design(self.parsed, self.frame)
         raw = make_raw_terms(self.parsed, self.frame)
         self.re = make_re_structure(raw)
         _check_identifiable(self.re, self.fixed.X.shape[1], len(self.frame))
-        self.cp = make_cross_products(self.re, self.fixed.X, self.fixed.y)
-        _check_residual_left(self.cp, self.fixed.y, self.parsed.response)
+        prior = self.prior
+        self.cp = make_cross_products(self.re, self.fixed.X, self.fixed.y, prior.weights,
+                                      prior.offset)
+        _check_residual_left(self.cp, working_response(self.fixed.y, prior.weights,
+                                                       prior.offset), self.parsed.response)
         self.workspace = PLSWorkspace(self.re, self.cp, kernel=kernel)
         self.setup_seconds = time.perf_counter() - start
 
     def with_response(self, y: np.ndarray) -> LinearMixedModel:
         """The same model with a new response: the data side of lme4's ``refit()``.
 
-        ``y`` has one finite value per observation used in the fit (the rows of ``frame``).
+        ``y`` has one finite value per observation used in the fit (the rows of ``frame``),
+        on the scale of the original response: the model's prior weights and offset apply.
         Everything that does not depend on y is shared, not rebuilt: the formula, frame, X,
         the random-effects structure, Z'Z and Z'X, and the kernel with its symbolic
         analysis (:meth:`PLSWorkspace.with_cross_products`). Only Z'y, X'y, y'y and beta0
@@ -109,7 +127,8 @@ class LinearMixedModel:
         parts of the cross-products a response does not change)."""
         update = self.__dict__.get("_response_update_cache")
         if update is None:
-            update = self._response_update_cache = ResponseUpdate(self.re, self.X, self.cp)
+            update = self._response_update_cache = ResponseUpdate(
+                self.re, self.X, self.cp, self.prior.weights, self.prior.offset)
         return update
 
     def dense_pls(self) -> DensePLS | None:
@@ -147,12 +166,14 @@ class LinearMixedModel:
         return self.re.Lambda(self._theta(theta))
 
     def objective(self, theta: np.ndarray) -> float:
-        """REML criterion or ML deviance at theta (lme4's devfun)."""
-        return self.workspace.objective(self._theta(theta), self.reml)
+        """REML criterion or ML deviance at theta (lme4's devfun; with prior weights it
+        includes lme4's -sum(log w), which the engine's criterion leaves out)."""
+        return self.workspace.objective(self._theta(theta), self.reml) - self.cp.log_weights
 
     def objective_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """The criterion and its exact gradient in theta (kernels with a selected inverse)."""
-        return self.workspace.objective_and_gradient(self._theta(theta), self.reml)
+        value, gradient = self.workspace.objective_and_gradient(self._theta(theta), self.reml)
+        return value - self.cp.log_weights, gradient
 
     def _criterion(self):
         """The criterion (and its gradient, or None) the optimizer works on.
@@ -167,8 +188,12 @@ class LinearMixedModel:
             reml = self.reml
             return (lambda theta: dense.objective(theta, reml),
                     lambda theta: dense.objective_and_gradient(theta, reml))
-        gradient = self.objective_and_gradient if self.workspace.has_gradient else None
-        return self.objective, gradient
+        # The engine's criterion: without the constant -sum(log w) of prior weights, which
+        # make_result adds to the reported values.
+        ws, reml = self.workspace, self.reml
+        gradient = ((lambda theta: ws.objective_and_gradient(theta, reml))
+                    if ws.has_gradient else None)
+        return (lambda theta: ws.objective(theta, reml)), gradient
 
     def describe_engine(self) -> str:
         """What evaluates the criterion during the fit (for logs and benchmarks)."""
@@ -299,6 +324,8 @@ def lmer(
     formula: str,
     data: pd.DataFrame,
     reml: bool = True,
+    weights=None,
+    offset=None,
     *,
     optimizer: str = "auto",
     kernel: str = "auto",
@@ -315,6 +342,11 @@ def lmer(
     data: a pandas DataFrame; never modified. Rows with missing values in any variable
         the formula uses are dropped. Grouping columns are treated as factors.
     reml: REML (default, as lme4) or maximum likelihood.
+    weights: prior weights, as lme4's ``weights``: a column name of ``data`` or one
+        positive number per row of ``data``; row i's residual variance is sigma^2 / w_i.
+        A row with a missing weight is dropped. See docs/weights.md.
+    offset: a known term added to the linear predictor, as lme4's ``offset``: a column
+        name or one number per row of ``data``; fitted values include it.
     optimizer: a bounded scipy.optimize method: "auto" (default: L-BFGS-B on the exact
         gradient when the kernel gives one, else COBYQA), "L-BFGS-B" (exact gradient when
         available, else central differences), "cobyqa", "Nelder-Mead" or "Powell".
@@ -331,6 +363,7 @@ def lmer(
         else in the fit runs on one thread.
     """
     resolve_method(optimizer, False)  # a bad name fails before the set-up work
-    model = LinearMixedModel(formula, data, reml=reml, kernel=kernel)
+    model = LinearMixedModel(formula, data, reml=reml, kernel=kernel, weights=weights,
+                             offset=offset)
     return model.fit(optimizer=optimizer, start=start, maxfev=maxfev, calc_derivs=calc_derivs,
                      blas_threads=blas_threads)

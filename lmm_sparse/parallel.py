@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 
 from .errors import ModelSpecError
+from .weights import PriorWeights
 
 if TYPE_CHECKING:
     from .model import LinearMixedModel
@@ -40,15 +41,17 @@ class ModelRecipe:
     frame: pd.DataFrame
     reml: bool
     kernel: str
+    prior: PriorWeights = PriorWeights()
 
     @classmethod
     def of(cls, model: LinearMixedModel) -> ModelRecipe:
-        return cls(model.formula, model.frame, model.reml, model.kernel_name)
+        return cls(model.formula, model.frame, model.reml, model.kernel_name, model.prior)
 
     def build(self) -> LinearMixedModel:
         from .model import LinearMixedModel
 
-        return LinearMixedModel(self.formula, self.frame, reml=self.reml, kernel=self.kernel)
+        return LinearMixedModel(self.formula, self.frame, reml=self.reml, kernel=self.kernel,
+                                weights=self.prior.weights, offset=self.prior.offset_argument)
 
 
 def resolve_jobs(n_jobs: int | None) -> int:

@@ -15,6 +15,11 @@ With ``newdata``, a level of an included grouping factor that the fit did not se
 error naming the factor and the levels, unless ``allow_new_levels=True``: then it gets
 random effects of zero (lme4). A missing value in a predictor a row needs makes that
 row's prediction NaN (lme4's ``na.action = na.pass``). The user's frame is not modified.
+
+A fit's offset is part of its predictions: on its own rows all of it; on ``newdata`` the
+formula's ``offset(...)`` terms evaluated there (as lme4), while a fit with the
+``offset=`` argument refuses ``newdata`` (lme4 would drop that offset without a word).
+Prior weights do not enter predictions.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ import numpy as np
 import pandas as pd
 from formulaic import model_matrix
 
-from .design import intercept_name, quote_names
-from .errors import DataError, FormulaError
+from .design import intercept_name, offset_values, quote_names
+from .errors import DataError, FormulaError, ModelSpecError
 from .formula import parse_formula
 
 if TYPE_CHECKING:
@@ -155,13 +160,23 @@ def predict(
             term, mask = model.re.terms[i], selection.masks[i]
             b = result._b[i][:, mask]
             out += np.einsum("rk,rk->r", term.X[:, mask], b[term.codes])
-        return out
+        return model.prior.add_offset(out)
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if model.prior.offset_argument is not None:
+        # lme4 silently predicts such a model's newdata without the offset (predict.merMod
+        # only evaluates offset() terms of the formula); that is rarely what is meant.
+        raise ModelSpecError(
+            "predict(newdata) is not supported for a fit with offset=: the offset of new "
+            "rows is unknown; add it yourself to predict(newdata) of a fit, or predict the "
+            "fitted rows (newdata=None), whose offset is included"
+        )
     out = _fixed_part(model, newdata) @ result.fixef.to_numpy()
     for i in selection.terms():
         out += _term_part(model, i, selection.masks[i], result._b[i], newdata,
                           allow_new_levels)
+    for text in model.parsed.offsets:  # the formula's offset() terms, evaluated on newdata
+        out += offset_values(text, newdata)
     return out
 
 

@@ -6,6 +6,7 @@ names lme4 users know (``fixef``, ``ranef``, ``varcorr``, ``vcov``, ``sigma``, .
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,13 +39,15 @@ class LmerResult:
     theta: relative covariance parameters (lme4's order: terms by decreasing levels,
         each template's lower triangle column by column).
     sigma: residual standard deviation.
-    objective: REML criterion or ML deviance at the optimum.
+    objective: REML criterion or ML deviance at the optimum (with prior weights w, lme4's:
+        including -sum(log w)).
     deviance: ML deviance (-2 log-likelihood) at the estimates; equals objective for ML.
     loglik: log-likelihood (the REML one for REML fits, as lme4's logLik()).
     aic, bic: -2 loglik + 2 df and + log(nobs) df, df = p + len(theta) + 1.
     nobs: observations used (after dropping incomplete rows).
     ngroups: grouping factor -> number of levels.
-    fitted, residuals: conditional fitted values X beta + Z b and y - fitted.
+    fitted, residuals: conditional fitted values offset + X beta + Z b and y - fitted
+        (lme4's ``fitted()``, ``residuals(type = "response")``).
     is_singular: a variance at zero or a correlation at +-1 (lme4's isSingular()).
     converged: the convergence checks raised no doubt (a singular fit counts as converged).
     optinfo: optimizer summary (method, evaluations, seconds, messages, derivatives).
@@ -77,6 +80,12 @@ class LmerResult:
     # Derived quantities computed on request (e.g. the Satterthwaite Hessian): the
     # estimates never change, so they are worked out at most once per fit.
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def pearson_residuals(self) -> np.ndarray:
+        """sqrt(w) (y - fitted), lme4's ``residuals(m, type = "pearson")``: the residuals
+        on the scale where every row has variance sigma^2 (the residuals without weights)."""
+        weights = self.model.prior.weights
+        return self.residuals.copy() if weights is None else np.sqrt(weights) * self.residuals
 
     def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
         """Estimate, std_error, df, t_value and p_value of each fixed effect.
@@ -299,7 +308,12 @@ def make_result(model: LinearMixedModel, opt: OptSummary) -> LmerResult:
     fitted = model.fixed.X @ ev.beta
     for term, bi in zip(model.re.terms, b, strict=True):
         fitted += np.einsum("rk,rk->r", term.X, bi[term.codes])
-    objective = profiled_deviance(ev, n, p, model.reml)
+    fitted = model.prior.add_offset(fitted)
+    # lme4's criterion is the engine's (on the sqrt(w)-scaled rows) minus sum(log w)
+    ldw = model.cp.log_weights
+    objective = profiled_deviance(ev, n, p, model.reml) - ldw
+    if ldw:
+        opt = dataclasses.replace(opt, fval=opt.fval - ldw)
     df = p + model.re.ntheta + 1
     ngroups: dict[str, int] = {}
     for term in model.re.terms:
@@ -314,7 +328,7 @@ def make_result(model: LinearMixedModel, opt: OptSummary) -> LmerResult:
         theta=theta.copy(),
         sigma=sigma,
         objective=objective,
-        deviance=profiled_deviance(ev, n, p, reml=False),
+        deviance=profiled_deviance(ev, n, p, reml=False) - ldw,
         loglik=-objective / 2,
         aic=objective + 2 * df,
         bic=objective + math.log(n) * df,

@@ -11,6 +11,12 @@ is conditioned on (their conditional modes: lme4's ``use.u = TRUE`` or ``re.form
 does not depend on y (:meth:`LinearMixedModel.with_response`) and starting from the fitted
 theta, as lme4's ``refit()`` does.
 
+A fit with prior weights w and an offset o draws ``y* = o + ... + sigma (Z_s Lambda_s u +
+W^-1/2 eps)``: row i's residual has sd sigma / sqrt(w_i), its variance in the model. (lme4
+1.1's ``simulate`` for a linear mixed model draws every residual with sd sigma, ignoring the
+weights; a refit keeps the weights and offset, so lme4's draws would not come from the
+fitted model.)
+
 Draws come from a NumPy ``Generator`` seeded by ``seed``: for each simulation in turn the
 values of u (q_s, the columns of the drawn terms), then its n residuals. So
 ``simulate(res, 1, seed=s)`` is the first column of ``simulate(res, nsim, seed=s)``, and a
@@ -48,12 +54,15 @@ class SimulationPlan:
     theta: relative covariance parameters of the drawn random effects.
     sigma: residual standard deviation.
     drawn: indices of the terms whose random effects are drawn anew (lme4's order).
+    noise_scale: 1 / sqrt(w) per row for prior weights w (residual sd sigma / sqrt(w_i)),
+        or None without weights. The mean includes the offset.
     """
 
     mean: np.ndarray
     theta: np.ndarray
     sigma: float
     drawn: tuple[int, ...]
+    noise_scale: np.ndarray | None = None
 
 
 def make_plan(result: LmerResult, use_u: bool = False, re_form: Any = _UNSET) -> SimulationPlan:
@@ -81,8 +90,10 @@ def make_plan(result: LmerResult, use_u: bool = False, re_form: Any = _UNSET) ->
             )
         else:
             mean = mean + np.einsum("rk,rk->r", term.X, result._b[i][term.codes])
-    return SimulationPlan(mean=mean, theta=result.theta.copy(), sigma=float(result.sigma),
-                          drawn=tuple(drawn))
+    weights = model.prior.weights
+    return SimulationPlan(mean=model.prior.add_offset(mean), theta=result.theta.copy(),
+                          sigma=float(result.sigma), drawn=tuple(drawn),
+                          noise_scale=None if weights is None else 1.0 / np.sqrt(weights))
 
 
 def draw_responses(
@@ -104,7 +115,8 @@ def draw_responses(
     for start in range(0, nsim, per):
         noise = rng.standard_normal((min(per, nsim - start), qs + n))  # row: u (qs), eps (n)
         for j, row in enumerate(noise, start=start):
-            sim = row[qs:].copy()
+            eps = row[qs:]
+            sim = eps.copy() if plan.noise_scale is None else eps * plan.noise_scale
             offset = 0
             for term, Tt, size in zip(terms, templates, sizes, strict=True):
                 b = row[offset : offset + size].reshape(term.nlevels, term.k) @ Tt  # (T u)'

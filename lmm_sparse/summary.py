@@ -142,7 +142,7 @@ def format_summary(res: LmerResult) -> str:
         width = [max(len(h), len(c)) + 1 for h, c in zip(head, cells, strict=True)]
         lines.append("".join(h.rjust(w) for h, w in zip(head, width, strict=True)))
         lines.append("".join(c.rjust(w) for c, w in zip(cells, width, strict=True)))
-    scaled = res.residuals / res.sigma
+    scaled = res.pearson_residuals() / res.sigma  # lme4: residuals(m, "pearson", scaled = TRUE)
     quart = np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1])
     lines += ["", "Scaled residuals: "]
     cells = [f"{v:.4f}" for v in quart]
