@@ -1,0 +1,7 @@
+"""``python -m lmm_sparse``: the ``lmm-sparse`` command (:mod:`lmm_sparse.cli`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
