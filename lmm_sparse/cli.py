@@ -127,6 +127,7 @@ def read_table(path: Path | str) -> pd.DataFrame:
 
 def _write_tidy(table: pd.DataFrame, target: str, out: TextIO) -> None:
     if target == "-":
+        table = table.fillna({"group": "NA"})  # None (a fixed effect's group) as R prints it
         with pd.option_context("display.max_rows", None, "display.max_columns", None,
                                "display.width", 200):
             print(table.to_string(index=False, na_rep="NA"), file=out)
