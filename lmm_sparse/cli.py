@@ -21,6 +21,7 @@ from typing import TextIO
 import pandas as pd
 
 from .errors import DataError, LmmSparseError
+from .profile.levels import check_level
 
 __all__ = ["main", "read_table", "build_parser"]
 
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--conf-int", choices=("wald", "profile", "boot"), default=None,
                      metavar="METHOD",
                      help="add conf.low/conf.high to --tidy: wald, profile or boot")
-    fit.add_argument("--level", type=float, default=0.95,
+    fit.add_argument("--level", type=float, default=None,
                      help="confidence level of --conf-int (default 0.95)")
     fit.add_argument("--json", type=Path, default=None, metavar="FILE",
                      help="write the fit as JSON (LmerResult.to_dict) to FILE")
@@ -151,6 +152,10 @@ def _fit(args: argparse.Namespace, out: TextIO) -> None:
 
     if args.conf_int and args.tidy is None:
         raise DataError("--conf-int adds intervals to the tidy table: give --tidy as well")
+    if args.level is not None and not args.conf_int:
+        raise DataError("--level is the level of --conf-int: give --conf-int as well")
+    if args.level is not None:
+        check_level(args.level)  # before the fit, not after its summary was printed
     data = read_table(args.data)
     result = lmer(args.formula, data, reml=not args.ml)
     ddf = None if args.ddf == "none" else args.ddf
@@ -163,7 +168,8 @@ def _fit(args: argparse.Namespace, out: TextIO) -> None:
     if args.tidy is not None:
         options = {"ddf": ddf if args.ddf else "satterthwaite"}
         if args.conf_int:
-            options.update(conf_int=True, conf_method=args.conf_int, conf_level=args.level)
+            options.update(conf_int=True, conf_method=args.conf_int,
+                           conf_level=0.95 if args.level is None else args.level)
             if args.conf_int != "wald":
                 options["progress"] = False
         if args.tidy == "-" and not args.quiet:

@@ -81,17 +81,17 @@ def ran_pars(varcorr: pd.DataFrame) -> list[RanPar]:
     """
     rows = [row for _, row in varcorr.iterrows()]
     is_cor = [not pd.isna(r["var2"]) and r["grp"] != _RESIDUAL for r in rows]
-    used: set[int] = set()
+    pending = [i for i, cor in enumerate(is_cor) if cor]
     out: list[RanPar] = []
     for i, row in enumerate(rows):
         if is_cor[i]:
             continue
         out.append(_ran_par(row))
-        for j in range(i + 1, len(rows)):
-            if is_cor[j] and j not in used and rows[j]["grp"] == row["grp"] \
-                    and rows[j]["var1"] == row["var1"]:
-                used.add(j)
-                out.append(_ran_par(rows[j]))
+        # its correlations: later rows of the same group whose first coefficient it is
+        mine = [j for j in pending if j > i and rows[j]["grp"] == row["grp"]
+                and rows[j]["var1"] == row["var1"]]
+        out.extend(_ran_par(rows[j]) for j in mine)
+        pending = [j for j in pending if j not in mine]
     return out
 
 

@@ -197,6 +197,22 @@ def test_conf_int_needs_tidy(sleep_files, capsys):
                         "--tidy")
 
 
+def test_level_of_the_intervals(sleep_files, tmp_path, capsys):
+    target = tmp_path / "tidy90.csv"
+    status, _, _ = run(capsys, "fit", SLEEP, sleep_files["csv"], "--quiet", "--tidy", target,
+                       "--conf-int", "wald", "--level", "0.9")
+    assert status == 0
+    written = pd.read_csv(target).set_index("term")
+    expected = sleep_files["fit"].confint("wald", 0.9)
+    for term in ["(Intercept)", "Days"]:
+        np.testing.assert_allclose(written.loc[term, ["conf.low", "conf.high"]].to_numpy(float),
+                                   expected.loc[term].to_numpy(), rtol=1e-15)
+    _assert_clean_error(*run(capsys, "fit", SLEEP, sleep_files["csv"], "--level", "0.9"),
+                        "--conf-int")
+    _assert_clean_error(*run(capsys, "fit", SLEEP, sleep_files["csv"], "--tidy", "--conf-int",
+                             "wald", "--level", "1.5"), "level")
+
+
 def test_usage_errors_exit_with_2(sleep_files, capsys):
     status, out, err = run(capsys, "fit", SLEEP, sleep_files["csv"], "--ddf", "containment")
     assert status == 2 and out == "" and "invalid choice" in err
