@@ -226,6 +226,28 @@ class LmerResult:
 
         return zeta(self, which, ax, **options)
 
+    def tidy(self, **options: Any) -> pd.DataFrame:
+        """One row per parameter, as broom.mixed's ``tidy()``: effect, group, term,
+        estimate, std.error, statistic, df, p.value (options: :func:`lmm_sparse.tidy.tidy`,
+        e.g. ``conf_int=True, conf_method="profile"``)."""
+        from .tidy import tidy
+
+        return tidy(self, **options)
+
+    def to_dict(self, *, satterthwaite: bool = True) -> dict:
+        """The fit as a JSON-serialisable dict (:func:`lmm_sparse.serialize.to_dict`)."""
+        from .serialize import to_dict
+
+        return to_dict(self, satterthwaite=satterthwaite)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LmerResult:
+        """A result back from :meth:`to_dict`'s dict, without model or data
+        (:func:`lmm_sparse.serialize.from_dict`)."""
+        from .serialize import from_dict
+
+        return from_dict(d)
+
     def summary(self) -> str:
         """The fit printed as lme4's summary() prints it."""
         from .summary import format_summary
