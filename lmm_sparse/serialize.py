@@ -30,6 +30,7 @@ import pandas as pd
 from .errors import DataError, LmmSparseError, ModelSpecError
 from .optimize import OptSummary
 from .satterthwaite import VarparCovariance
+from .weights import PriorWeights
 
 if TYPE_CHECKING:
     from .results import LmerResult
@@ -48,8 +49,10 @@ class DetachedModel:
     """The model of a result read back by :func:`from_dict`: it has no data, and any use
     of it is an error that says so (instead of an AttributeError from deep inside)."""
 
-    def __init__(self, formula: str) -> None:
+    def __init__(self, formula: str, weights: np.ndarray | None = None) -> None:
         self._formula = formula
+        # the prior weights travel with the fit: its Pearson residuals (and summary) use them
+        self.prior = PriorWeights(weights=weights)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy, pickle and friends probe for optional hooks
@@ -159,6 +162,7 @@ def to_dict(result: LmerResult, *, satterthwaite: bool = True) -> dict:
     """
     from . import __version__
 
+    weights = result.model.prior.weights
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -185,6 +189,7 @@ def to_dict(result: LmerResult, *, satterthwaite: bool = True) -> dict:
         "ranef": {str(g): _frame(frame) for g, frame in result.ranef.items()},
         "fitted": _encode(result.fitted),
         "residuals": _encode(result.residuals),
+        "weights": None if weights is None else _encode(weights),
         "satterthwaite": _satterthwaite(result, satterthwaite),
     }
 
@@ -281,7 +286,9 @@ def from_dict(d: dict) -> LmerResult:
             converged=bool(_get(d, "converged")),
             optinfo=_read_optinfo(_get(d, "optinfo")),
             dropped=tuple(_get(d, "dropped")),
-            model=DetachedModel(formula),
+            model=DetachedModel(
+                formula, None if d.get("weights") is None else _decode(d["weights"])
+            ),
             _b=(),
             _cache=_read_varpar(d.get("satterthwaite"), p),
         )

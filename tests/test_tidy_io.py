@@ -394,3 +394,14 @@ def test_polars_string_predictor_and_nulls_match_pandas():
 def test_an_object_without_to_pandas_is_refused_by_name():
     with pytest.raises(DataError, match="pandas DataFrame.*got dict"):
         lmm_sparse.lmer(SLEEP, {"Reaction": [1.0]})
+
+
+def test_a_weighted_fit_round_trips_with_its_weights():
+    """The prior weights travel with the dict: the read-back summary's scaled residuals are
+    the Pearson residuals, as the original fit's."""
+    df = lmm_sparse.datasets.load("sleepstudy")
+    weights = 1.0 + (df["Days"].to_numpy() % 3)
+    res = lmm_sparse.lmer("Reaction ~ Days + (Days | Subject)", df, weights=weights)
+    back = lmm_sparse.LmerResult.from_dict(json.loads(json.dumps(res.to_dict(satterthwaite=False))))
+    np.testing.assert_array_equal(back.pearson_residuals(), res.pearson_residuals())
+    assert back.summary() == res.summary()
