@@ -181,10 +181,10 @@ class MixedLMResults:
 
 
 def _first_rows(codes: np.ndarray, nlevels: int) -> np.ndarray:
-    """For every level code, the first row holding it."""
-    first = np.full(nlevels, -1, dtype=np.int64)
-    rows = np.arange(len(codes))[::-1]
-    first[codes[::-1]] = rows  # the last write per code is its first row
+    """For every level code, the first row holding it (every level occurs: unused levels
+    are dropped when the engine builds the term)."""
+    present, first = np.unique(codes, return_index=True)
+    assert len(present) == nlevels
     return first
 
 
