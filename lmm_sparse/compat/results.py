@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..results import LmerResult
-from .hessian import loglike_hessian
+from .hessian import CovBlock, statsmodels_pcov
 
 if TYPE_CHECKING:
     from .model import MixedLM
@@ -87,13 +87,8 @@ class MixedLMResults:
     @cached_property
     def _pcov(self) -> np.ndarray:
         engine = self.lmer_result.model
-        psi = self.params.to_numpy()[self.k_fe:]
-        theta_of_psi = _theta_map(self.model, engine)
-        hess = loglike_hessian(engine, theta_of_psi, psi, self.fe_params.to_numpy())
-        try:
-            return np.linalg.inv(-hess)
-        except np.linalg.LinAlgError:  # a boundary fit: statsmodels warns, we give NaN
-            return np.full_like(hess, np.nan)
+        return statsmodels_pcov(engine, _cov_blocks(self.model, engine),
+                                self.lmer_result.theta, self.fe_params.to_numpy())
 
     def cov_params(self) -> pd.DataFrame:
         """Covariance of the packed parameters, minus the inverse Hessian."""
@@ -192,39 +187,14 @@ def _term_index(engine, source: str) -> int:
     return next(i for i, t in enumerate(engine.re.terms) if t.bar.source == source)
 
 
-def _theta_map(model: MixedLM, engine):
-    """psi (lower triangle of cov_re / scale row by row, then vcomp / scale) -> theta, or
-    None where psi is not a covariance."""
-    t = model.translation
-    slots = []  # (kind, k, theta slice) per component, in psi order
-    for comp in t.components:
+def _cov_blocks(model: MixedLM, engine) -> list[CovBlock]:
+    """The covariance parameter blocks in statsmodels' order (re first, then the vcs)."""
+    blocks = []
+    for comp in model.translation.components:
         i = _term_index(engine, comp.source)
-        start, stop = engine.re.theta_offsets[i], engine.re.theta_offsets[i + 1]
-        slots.append((comp.kind, engine.re.terms[i].k, slice(start, stop)))
-    ntheta = engine.re.ntheta
-
-    def theta_of_psi(psi: np.ndarray) -> np.ndarray | None:
-        theta = np.zeros(ntheta)
-        pos = 0
-        for kind, k, where in slots:
-            if kind == "re":
-                cov = np.zeros((k, k))
-                cov[np.tril_indices(k)] = psi[pos : pos + k * (k + 1) // 2]
-                cov = cov + np.tril(cov, -1).T
-                try:
-                    T = np.linalg.cholesky(cov)
-                except np.linalg.LinAlgError:
-                    return None
-                theta[where] = T.T[np.triu_indices(k)]  # column-major lower triangle
-                pos += k * (k + 1) // 2
-            else:
-                if psi[pos] < 0:
-                    return None
-                theta[where] = np.sqrt(psi[pos])
-                pos += 1
-        return theta
-
-    return theta_of_psi
+        offsets = engine.re.theta_offsets
+        blocks.append(CovBlock(engine.re.terms[i].k, slice(offsets[i], offsets[i + 1])))
+    return blocks
 
 
 def make_results(model: MixedLM, res: LmerResult) -> MixedLMResults:
