@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError, ModelSpecError
 from ..model import LinearMixedModel
-from .results import MixedLMResults, make_results
+from .results import MixedLMResults, make_results, term_index
 from .translate import Translation, translate
 
 __all__ = ["MixedLM", "mixedlm"]
@@ -69,7 +70,7 @@ class MixedLM:
         self.endog_names = engine.parsed.response
         self.exog_re_names = [] if re is None else [
             self.translation.group_name if n == "(Intercept)" else n
-            for n in _term(engine, re.source).coef_names
+            for n in engine.re.terms[term_index(engine, re.source)].coef_names
         ]
         self.k_re = len(self.exog_re_names)
         self.k_re2 = self.k_re * (self.k_re + 1) // 2
@@ -122,9 +123,9 @@ class MixedLM:
                 raise ModelSpecError(f"fit({key}=...): {_REFUSED_FIT[key]}")
             if key not in _IGNORED_FIT:
                 raise ModelSpecError(f"fit() got an unknown argument {key!r}")
-        if not isinstance(reml, bool):
+        if not isinstance(reml, bool | np.bool_):
             raise ModelSpecError(f"reml must be True or False, got {reml!r}")
-        return make_results(self, self.engine(reml).fit())
+        return make_results(self, self.engine(bool(reml)).fit())
 
     def __repr__(self) -> str:
         return f"MixedLM({self.lme4_formula!r})"
@@ -161,10 +162,6 @@ def mixedlm(
     The lme4 formula the model is fitted with is ``mixedlm(...).lme4_formula``.
     """
     return MixedLM(formula, data, groups, re_formula, vc_formula, subset, missing)
-
-
-def _term(engine: LinearMixedModel, source: str):
-    return next(t for t in engine.re.terms if t.bar.source == source)
 
 
 def _fe_name(name: str) -> str:

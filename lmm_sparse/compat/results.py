@@ -141,11 +141,11 @@ class MixedLMResults:
         labels = sorted(pd.unique(groups))
         pieces: dict[Any, tuple[list[str], list[float]]] = {g: ([], []) for g in labels}
         for comp in t.components:
-            i = _term_index(engine, comp.source)
+            i = term_index(engine, comp.source)
             term, b = engine.re.terms[i], self.lmer_result._b[i]
             first = _first_rows(term.codes, term.nlevels)
-            for level, row in enumerate(first):
-                values = frame.iloc[row]
+            records = frame.iloc[first].to_dict("records")
+            for level, (row, values) in enumerate(zip(first, records, strict=True)):
                 names, vals = pieces[groups[row]]
                 if comp.kind == "re":
                     names.extend(self.cov_re.columns)
@@ -183,7 +183,8 @@ def _first_rows(codes: np.ndarray, nlevels: int) -> np.ndarray:
     return first
 
 
-def _term_index(engine, source: str) -> int:
+def term_index(engine, source: str) -> int:
+    """Position of the bar term written ``source`` among the engine's (lme4-ordered) terms."""
     return next(i for i, t in enumerate(engine.re.terms) if t.bar.source == source)
 
 
@@ -191,7 +192,7 @@ def _cov_blocks(model: MixedLM, engine) -> list[CovBlock]:
     """The covariance parameter blocks in statsmodels' order (re first, then the vcs)."""
     blocks = []
     for comp in model.translation.components:
-        i = _term_index(engine, comp.source)
+        i = term_index(engine, comp.source)
         offsets = engine.re.theta_offsets
         blocks.append(CovBlock(engine.re.terms[i].k, slice(offsets[i], offsets[i + 1])))
     return blocks
@@ -207,10 +208,10 @@ def make_results(model: MixedLM, res: LmerResult) -> MixedLMResults:
     if re is None:
         cov_unscaled = np.zeros((0, 0))
     else:
-        i = _term_index(engine, re.source)
+        i = term_index(engine, re.source)
         T = engine.re.template(res.theta, i)
         cov_unscaled = T @ T.T
-    vc_unscaled = np.array([res.theta[engine.re.theta_offsets[_term_index(engine, c.source)]]
+    vc_unscaled = np.array([res.theta[engine.re.theta_offsets[term_index(engine, c.source)]]
                             ** 2 for c in t.vcs])
     names = model.exog_re_names
     k = len(names)

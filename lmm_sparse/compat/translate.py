@@ -61,7 +61,7 @@ class Component:
         """The bar term as written in the lme4 formula (matches the engine's term)."""
         return f"({self.lhs} | {':'.join(self.factors)})"
 
-    def label(self, row: pd.Series) -> str:
+    def label(self, row: Mapping[str, Any]) -> str:
         """statsmodels' label of this vc's effect for the level found in ``row``, e.g.
         ``cask[C(cask)[a]]`` (the patsy column name inside the vc name)."""
         pieces = [expr if column is None else f"{expr}[{row[column]}]"
