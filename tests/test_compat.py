@@ -261,6 +261,14 @@ LIVE_CASES = {
                            {"groups": "one", "re_formula": "0",
                             "vc_formula": {"plate": "0 + C(plate)",
                                            "sample": "0 + C(sample)"}}, True),
+    # a plain text column as a factor, a groups column that is no formula name
+    "pastes_plain_factor": ("Pastes", "strength ~ 1",
+                            {"groups": "my batch", "re_formula": "1",
+                             "vc_formula": {"cask": "0 + cask"}}, True),
+    # a slope per level of a factor within each group: (0 + Time | Pig:Cu)
+    "dietox_factor_slope": ("dietox", "Weight ~ Time",
+                            {"groups": "Pig", "re_formula": "1",
+                             "vc_formula": {"cu": "0 + C(Cu):Time"}}, False),
 }
 
 
@@ -273,6 +281,8 @@ def _live_pair(smf, key):
     name, formula, kwargs, reml = LIVE_CASES[key]
     data = lmm_sparse.datasets.load(name)
     data["one"] = 1
+    if name == "Pastes":
+        data["my batch"] = data["batch"]
     ours = mixedlm(formula, data, **kwargs).fit(reml=reml)
     theirs = smf.mixedlm(formula, data, **kwargs)
     return ours, theirs
@@ -316,8 +326,8 @@ def test_statsmodels_formulas_at_our_estimates(smf, key):
                                np.asarray(sm_res.fittedvalues), rtol=1e-9)
 
 
-# statsmodels' own optimizer takes 7-11 s on the dietox slope models
-_SLOW_SM_FITS = {"dietox_slopes", "dietox_vc_slope", "dietox_slopes_ml"}
+# statsmodels' own optimizer takes 7-11 s on each dietox slope model
+_SLOW_SM_FITS = {"dietox_slopes", "dietox_vc_slope", "dietox_slopes_ml", "dietox_factor_slope"}
 
 
 @pytest.mark.parametrize("key", [
