@@ -419,6 +419,7 @@ def test_subset(dietox):
     [
         ({}, ModelSpecError, "groups is required"),
         ({"groups": "Pen"}, DataError, "groups 'Pen' is not a column"),
+        ({"groups": "~Time"}, DataError, "third positional argument is re_formula"),
         ({"groups": [1, 2, 3]}, DataError, "one value per row of data"),
         ({"groups": "Pig", "re_formula": "1 | Pig"}, ModelSpecError, "re_formula"),
         ({"groups": "Pig", "re_formula": "0"}, ModelSpecError, "no random effects"),

@@ -170,8 +170,11 @@ def _group_values(groups: Any, data: pd.DataFrame) -> tuple[np.ndarray, str, str
                              "value per row of data (statsmodels' groups=...)")
     if isinstance(groups, str):
         if groups not in data.columns:
+            hint = ("; it looks like a re_formula: statsmodels' third positional argument is "
+                    "re_formula, here it is groups, so pass both by keyword"
+                    if "~" in groups else "")
             raise DataError(f"groups {groups!r} is not a column of the data (columns: "
-                            f"{', '.join(map(str, data.columns[:20]))})")
+                            f"{', '.join(map(str, data.columns[:20]))}){hint}")
         usable = groups if _COLUMN.match(groups) else None
         return data[groups].to_numpy(), groups, usable
     values = np.asarray(groups)  # by position, as statsmodels does
