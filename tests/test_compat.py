@@ -98,6 +98,9 @@ def test_dietox_lme4_formula(dietox):
     pig = dietox["Pig"].to_numpy()  # an unnamed array becomes a temporary column
     assert mixedlm("Weight ~ Time", dietox, groups=pig).lme4_formula == \
         "Weight ~ Time + (1 | group)"
+    taken = dietox.assign(group=1)  # the temporary column never replaces a user's column
+    assert mixedlm("Weight ~ Time", taken, groups=pig).lme4_formula == \
+        "Weight ~ Time + (1 | group_)"
 
 
 # ------------------------------------------------------------- statsmodels' stored results
