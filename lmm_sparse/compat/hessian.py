@@ -30,6 +30,7 @@ import numpy as np
 
 from ..model import LinearMixedModel
 from ..numderiv import richardson_derivatives
+from ..terms import ReStructure
 
 __all__ = ["CovBlock", "psi_of_theta", "statsmodels_pcov"]
 
@@ -45,14 +46,16 @@ _BOUNDARY = 1e-8
 
 @dataclass(frozen=True)
 class CovBlock:
-    """One covariance parameter block in statsmodels' order.
+    """One covariance parameter block in statsmodels' order: one random-effects term.
 
     Fields
     ------
+    term: the term's index in the engine's ReStructure.
     k: its size (the re block: k x k, lower triangle row by row; a vc: 1).
     theta: its slice of lme4's theta.
     """
 
+    term: int
     k: int
     theta: slice
 
@@ -66,17 +69,12 @@ class CovBlock:
         cov[np.tril_indices(self.k)] = values
         return cov + np.tril(cov, -1).T
 
-    def template(self, theta: np.ndarray) -> np.ndarray:
-        T = np.zeros((self.k, self.k))
-        T.T[np.triu_indices(self.k)] = theta[self.theta]  # lme4: column-major lower triangle
-        return T
 
-
-def psi_of_theta(blocks: list[CovBlock], theta: np.ndarray) -> np.ndarray:
-    """statsmodels' relative covariance parameters from lme4's theta."""
+def psi_of_theta(re: ReStructure, blocks: list[CovBlock], theta: np.ndarray) -> np.ndarray:
+    """statsmodels' relative covariance parameters (T T', lower triangles) from theta."""
     parts = []
     for block in blocks:
-        T = block.template(theta)
+        T = re.template(theta, block.term)
         parts.append((T @ T.T)[np.tril_indices(block.k)])
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -103,7 +101,7 @@ def statsmodels_pcov(
     pls = engine.dense_pls() or engine.workspace
     n, p = engine.cp.n, engine.cp.p
     fac = n - p if engine.reml else n
-    psi = psi_of_theta(blocks, theta)
+    psi = psi_of_theta(engine.re, blocks, theta)
     free, scale, starts = [], [], np.cumsum([0] + [b.size for b in blocks])
     free_blocks = []
     for block, start in zip(blocks, starts, strict=False):

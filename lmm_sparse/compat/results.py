@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from ..results import LmerResult
-from .hessian import CovBlock, statsmodels_pcov
+from .hessian import CovBlock, psi_of_theta, statsmodels_pcov
 
 if TYPE_CHECKING:
     from .model import MixedLM
@@ -194,7 +194,7 @@ def _cov_blocks(model: MixedLM, engine) -> list[CovBlock]:
     for comp in model.translation.components:
         i = term_index(engine, comp.source)
         offsets = engine.re.theta_offsets
-        blocks.append(CovBlock(engine.re.terms[i].k, slice(offsets[i], offsets[i + 1])))
+        blocks.append(CovBlock(i, engine.re.terms[i].k, slice(offsets[i], offsets[i + 1])))
     return blocks
 
 
@@ -204,24 +204,18 @@ def make_results(model: MixedLM, res: LmerResult) -> MixedLMResults:
     engine = res.model
     scale = res.sigma**2
     fe = pd.Series(res.fixef.to_numpy(), index=model.exog_names)
-    re = t.re
-    if re is None:
-        cov_unscaled = np.zeros((0, 0))
-    else:
-        i = term_index(engine, re.source)
-        T = engine.re.template(res.theta, i)
-        cov_unscaled = T @ T.T
-    vc_unscaled = np.array([res.theta[engine.re.theta_offsets[term_index(engine, c.source)]]
-                            ** 2 for c in t.vcs])
-    names = model.exog_re_names
-    k = len(names)
+    psi = psi_of_theta(engine.re, _cov_blocks(model, engine), res.theta)  # cov_re, vcomp / scale
+    k = model.k_re
+    cov_unscaled = np.zeros((k, k))
     rows, cols = np.tril_indices(k)
+    cov_unscaled[rows, cols] = cov_unscaled[cols, rows] = psi[: model.k_re2]
+    vc_unscaled = psi[model.k_re2 :]
+    names = model.exog_re_names
     param_names = list(model.exog_names)
     param_names += [f"{names[a]} Var" if a == b else f"{names[b]} x {names[a]} Cov"
                     for a, b in zip(rows, cols, strict=True)]
     param_names += [f"{c.name} Var" for c in t.vcs]
-    params = pd.Series(np.concatenate([fe.to_numpy(), cov_unscaled[rows, cols], vc_unscaled]),
-                       index=param_names)
+    params = pd.Series(np.concatenate([fe.to_numpy(), psi]), index=param_names)
     used = _used_rows(t.data, engine)
     index = t.data.index[used]
     return MixedLMResults(
