@@ -137,8 +137,10 @@ def translate(
     re_lhs = _re_lhs(re_formula, vc_formula is None)
     if re_lhs is not None:
         if crossed:
+            what = ("the default random intercept (re_formula=None)" if re_formula is None
+                    else f"re_formula {re_formula!r}")
             raise ModelSpecError(
-                f"re_formula {re_formula!r} with a constant groups array: one group has one "
+                f"{what} with a constant groups array: one group has one "
                 "draw of its random effects, which cannot be told apart from the fixed "
                 "effects; use re_formula='0' and vc_formula for crossed effects"
             )
