@@ -77,6 +77,10 @@ def _dedent(line: str, indent: int) -> str:
     return line[min(indent, stripped):]
 
 
+def _orphan(line: int) -> str:
+    return f"line {line}: no-run marker not followed by a ```python fence on the next line"
+
+
 def parse_page(path: Path, text: str | None = None) -> Page:
     """The fenced code blocks and markers of one Markdown page."""
     lines = (path.read_text(encoding="utf-8") if text is None else text).splitlines()
@@ -90,8 +94,7 @@ def parse_page(path: Path, text: str | None = None) -> Page:
         fence = FENCE.match(lines[i])
         if marker:
             if pending_no_run:
-                problems.append(f"line {pending_no_run[0]}: no-run marker not followed "
-                                "by a ```python fence")
+                problems.append(_orphan(pending_no_run[0]))
                 pending_no_run = None
             if marker["what"] == "slow":
                 slow = True
@@ -104,8 +107,7 @@ def parse_page(path: Path, text: str | None = None) -> Page:
             continue
         if not fence:
             if pending_no_run:
-                problems.append(f"line {pending_no_run[0]}: no-run marker not followed "
-                                "by a ```python fence")
+                problems.append(_orphan(pending_no_run[0]))
                 pending_no_run = None
             i += 1
             continue
@@ -132,13 +134,12 @@ def parse_page(path: Path, text: str | None = None) -> Page:
             if info == "python":
                 no_run = pending_no_run[1]
             else:
-                problems.append(f"line {pending_no_run[0]}: no-run marker not followed "
-                                "by a ```python fence")
+                problems.append(_orphan(pending_no_run[0]))
             pending_no_run = None
         blocks.append(Block(info, i + 2, "\n".join(body) + "\n", no_run))
         i = j + 1
     if pending_no_run:
-        problems.append(f"line {pending_no_run[0]}: no-run marker at the end of the page")
+        problems.append(_orphan(pending_no_run[0]))
     return Page(path, tuple(blocks), slow, tuple(problems))
 
 
