@@ -7,7 +7,8 @@
 #   make demo       run lmm_sparse.demo
 #   make bench      the benchmark suite against lme4 (R), mixedlm and statsmodels
 #                   (benchmarks/run.py; e.g. make bench BENCH_ARGS=--quick)
-#   make clean      build artefacts and caches; make distclean also removes .venv
+#   make docs       the documentation site (mkdocs.yml, docs/) built into site/
+#   make clean      build artefacts, caches and site/; make distclean also removes .venv
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := setup
@@ -18,6 +19,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+DOCS_STAMP := $(VENV)/.docs-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
@@ -30,7 +32,7 @@ SKSPARSE_REQ := scikit-sparse>=0.4.12,<0.5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: setup system-deps demo test test-fast lint bench-setup bench clean distclean
+.PHONY: setup system-deps demo test test-fast lint bench-setup bench docs-setup docs clean distclean
 
 setup: $(STAMP)
 
@@ -80,7 +82,7 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PIP) install -e '.[test,bench]'
 	touch $@
 
-# Writes docs/benchmarks.md, docs/benchmarks.json and docs/benchmarks_fit_time.png. The
+# Writes docs/benchmarks.md, docs/benchmarks.json and docs/img/benchmarks_fit_time.png. The
 # full suite takes long (lme4 may use its 1200 s cap on the largest designs); see
 # benchmarks/README.md for subsets.
 bench: bench-setup
@@ -99,8 +101,20 @@ bench-compare: setup
 bench-bootstrap: bench-setup
 	$(PY) -m benchmarks.bootstrap $(BENCH_ARGS)
 
+# The documentation site. --strict turns every warning (a missing page, a broken link or
+# anchor) into an error; pages still being written in other branches are the only
+# exception (mkdocs_hooks.py).
+docs-setup: $(DOCS_STAMP)
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(PIP) install -e '.[test,docs]'
+	touch $@
+
+docs: docs-setup
+	$(PY) -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

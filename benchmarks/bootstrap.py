@@ -163,7 +163,7 @@ def render(nsim: int, ours: list[OursBoot], lme4: Lme4Boot, info: list[str],
     lines = [
         "# Parametric bootstrap: lmm_sparse against lme4's bootMer",
         "",
-        "```",
+        "```bash",
         command,
         "```",
         "",

@@ -243,7 +243,7 @@ def render(rows: list[Row], info: list[str], command: str, started: datetime.dat
     out = [
         "# lmm_sparse, lme4 and statsmodels side by side",
         "",
-        "```",
+        "```bash",
         command,
         "```",
         "",

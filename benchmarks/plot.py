@@ -1,4 +1,4 @@
-"""docs/benchmarks_fit_time.png: fit seconds against rows, log-log, every library."""
+"""docs/img/benchmarks_fit_time.png: fit seconds against rows, log-log, every library."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ see :mod:`benchmarks.workloads`), in one run and one after another:
   can be written for it).
 
 Writes ``docs/benchmarks.json`` (raw records), ``docs/benchmarks.md`` and
-``docs/benchmarks_fit_time.png``. Usage (from the repository root)::
+``docs/img/benchmarks_fit_time.png``. Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.run                      # everything (long)
     .venv/bin/python -m benchmarks.run --quick              # sim10k, kb07, n-scaling
