@@ -83,7 +83,7 @@ class DaskLinearMixedModel(LinearMixedModel):
         self.data = data[list(columns)]
         summary = map_reduce(self.data, scan_chunk, merge_summaries, columns,
                              factor_sets(self.parsed))
-        self.plan = make_plan(self.parsed, columns, meta, summary)
+        self.plan = make_plan(self.parsed, columns, summary)
         done = finish_cross_products(map_reduce(self.data, chunk_sums, merge_sums, self.plan),
                                      self.plan)
         p = len(done.keep)

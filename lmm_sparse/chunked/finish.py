@@ -122,7 +122,7 @@ def finish_cross_products(sums: PartialSums, plan: ChunkPlan) -> FinishedDesign:
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column(s): {', '.join(dropped)}",
             RankDeficiencyWarning,
-            stacklevel=5,
+            stacklevel=4,
         )
     p = len(keep)
     means = G[0, 1 : p_all + 1][keep] / n + plan.shift[keep]

@@ -249,17 +249,18 @@ class ChunkPlan:
         ]
 
 
-def _prototype(summary: ChunkSummary, meta: pd.DataFrame) -> pd.DataFrame:
-    """A small frame holding every kept distinct value of every column, in the data's
-    dtypes, padded with sample rows: formulaic learns the same levels from it as from
-    the whole data."""
+def _prototype(summary: ChunkSummary) -> pd.DataFrame:
+    """A small frame holding every kept distinct value of every column, padded with sample
+    rows: formulaic learns the same levels from it as from the whole data. The dtypes are
+    the partitions' own (a Dask frame read from Parquet may only know at run time the
+    categories of a categorical column)."""
     sample = summary.sample.reset_index(drop=True)
     length = max([len(sample)] + [len(v) for v in summary.values.values() if v is not None])
     extra = {}
     for column, values in summary.values.items():
         source = sample[column] if values is None or len(values) == 0 else values
         extra[column] = pd.Series(np.resize(source.to_numpy(dtype=object), length)).astype(
-            meta[column].dtype if column in meta.columns else source.dtype)
+            source.dtype)
     return pd.concat([sample, pd.DataFrame(extra)], ignore_index=True)
 
 
@@ -276,15 +277,15 @@ def factor_sets(parsed: ParsedFormula) -> tuple[tuple[str, ...], ...]:
     return tuple(dict.fromkeys(tuple(bar.factors) for bar in parsed.bars))
 
 
-def make_plan(parsed: ParsedFormula, columns: tuple[str, ...], meta: pd.DataFrame,
-              summary: ChunkSummary) -> ChunkPlan:
+def make_plan(parsed: ParsedFormula, columns: tuple[str, ...], summary: ChunkSummary
+              ) -> ChunkPlan:
     """The plan of pass 2 from pass 1's merged summary (raises the in-memory path's
     errors for empty data, no complete rows, a bad response or term)."""
     if summary.rows == 0:
         raise DataError("data has no rows")
     if summary.complete == 0:
         raise _no_complete_rows(summary)
-    proto = _prototype(summary, meta)
+    proto = _prototype(summary)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", DataMismatchWarning)
