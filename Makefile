@@ -99,7 +99,7 @@ bench-compare: setup
 # A 20M-row crossed design in Parquet files, fitted through a Dask LocalCluster; writes
 # docs/benchmarks_dask.json and its section of docs/benchmarks.md (BENCH_ARGS: --dir DIR).
 .PHONY: bench-dask
-bench-dask: bench-setup
+bench-dask: setup
 	$(PY) -m benchmarks.dask_20m $(BENCH_ARGS)
 
 .PHONY: bench-bootstrap
