@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,12 @@ class DaskLinearMixedModel(LinearMixedModel):
 
     def fit(self, *args: Any, **kwargs: Any) -> DaskLmerResult:
         """Optimize theta locally (arguments as :meth:`LinearMixedModel.fit`)."""
-        result = super().fit(*args, **kwargs)
+        # Re-issued one frame up, so that they point at the caller of lmer() as in memory.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = super().fit(*args, **kwargs)
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
         fitted, residuals = self.lazy_fitted(result)
         values = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
         return DaskLmerResult(**{**values, "fitted": fitted, "residuals": residuals})
