@@ -233,3 +233,14 @@ def test_methods_needing_rows_raise():
                                rtol=1e-7)
     np.testing.assert_allclose(res.coef_table()["df"], ref.coef_table()["df"], rtol=1e-6)
     assert res.summary().splitlines()[6] == ref.summary().splitlines()[6]  # quartiles
+
+
+def test_aliased_numeric_column_dropped_as_in_memory():
+    df = uneven_groups().assign(x2=lambda d: 2 * d.x + 1, x3=lambda d: d.x ** 2)
+    ddf = dd.from_pandas(df, npartitions=3)
+    with pytest.warns(RankDeficiencyWarning, match="x2"):
+        ours = lmer("y ~ x + x2 + x3 + (1 | g)", ddf)
+    with pytest.warns(RankDeficiencyWarning, match="x2"):
+        ref = lmer("y ~ x + x2 + x3 + (1 | g)", df)
+    assert ours.dropped == ref.dropped == ("x2",)
+    assert_same_fit(ours, ref)
