@@ -7,6 +7,7 @@
 #   make demo       run lmm_sparse.demo
 #   make bench      the benchmark suite against lme4 (R), mixedlm and statsmodels
 #                   (benchmarks/run.py; e.g. make bench BENCH_ARGS=--quick)
+#   make bench-dask 20M rows from Parquet through Dask (benchmarks/dask_20m.py)
 #   make docs       the documentation site (mkdocs.yml, docs/) built into site/
 #   make clean      build artefacts, caches and site/; make distclean also removes .venv
 
@@ -97,13 +98,18 @@ bench-compare: setup
 
 # 1,000 parametric bootstrap refits of sleepstudy, lmm_sparse against lme4's bootMer in
 # the same run; writes docs/bootstrap_benchmark.md (BENCH_ARGS: --nsim N, --no-parallel).
+# A 20M-row crossed design in Parquet files, fitted through a Dask LocalCluster; writes
+# docs/benchmarks_dask.json and its section of docs/benchmarks.md (BENCH_ARGS: --dir DIR).
+.PHONY: bench-dask
+bench-dask: setup
+	$(PY) -m benchmarks.dask_20m $(BENCH_ARGS)
+
 .PHONY: bench-bootstrap
 bench-bootstrap: bench-setup
 	$(PY) -m benchmarks.bootstrap $(BENCH_ARGS)
 
 # The documentation site. --strict turns every warning (a missing page, a broken link or
-# anchor) into an error; pages still being written in other branches are the only
-# exception (mkdocs_hooks.py).
+# anchor) into an error.
 docs-setup: $(DOCS_STAMP)
 
 $(DOCS_STAMP): pyproject.toml $(STAMP)

@@ -95,20 +95,37 @@ def kept_cells(design: SimDesign, rng: np.random.Generator) -> tuple[np.ndarray,
     return np.divmod(flat, design.items)
 
 
-def simulate(design: SimDesign, seed: int = SEED) -> pd.DataFrame:
-    """One data set: columns subj, item (text), a, b, y; ``design.rows`` rows."""
-    rng = np.random.default_rng(seed)
+@dataclass(frozen=True)
+class _Cells:
+    """The random effects and the present cells with their predictors (no residuals)."""
+
+    subj_re: np.ndarray
+    item_re: np.ndarray
+    s: np.ndarray
+    i: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+
+
+def _cells(design: SimDesign, rng: np.random.Generator) -> _Cells:
     # Random effects first, so a design's effects do not depend on how many cells it keeps.
     subj_re = _effects(rng, design.subjects, SUBJ_SD, SUBJ_CORR)
     item_re = _effects(rng, design.items, ITEM_SD, ITEM_CORR)
     s, i = kept_cells(design, rng)
     a = np.where((s + i) % 2 == 0, -0.5, 0.5)
     b = rng.standard_normal(len(s))
+    return _Cells(subj_re, item_re, s, i, a, b)
+
+
+def _rows(design: SimDesign, cells: _Cells, rows: slice, rng: np.random.Generator
+          ) -> pd.DataFrame:
+    """The rows of the cells ``rows`` (a slice of the present cells), residuals from rng."""
     # Replicates repeat a cell's row (same subject, item, a and b) with fresh residuals.
-    s, i, a, b = (np.repeat(v, design.replicates) for v in (s, i, a, b))
+    s, i, a, b = (np.repeat(v[rows], design.replicates)
+                  for v in (cells.s, cells.i, cells.a, cells.b))
     mean = (
-        BETA[0] + subj_re[s, 0] + item_re[i, 0]
-        + (BETA[1] + subj_re[s, 1] + item_re[i, 1]) * a
+        BETA[0] + cells.subj_re[s, 0] + cells.item_re[i, 0]
+        + (BETA[1] + cells.subj_re[s, 1] + cells.item_re[i, 1]) * a
         + BETA[2] * b
     )
     y = mean + SIGMA * rng.standard_normal(len(s))
@@ -119,3 +136,27 @@ def simulate(design: SimDesign, seed: int = SEED) -> pd.DataFrame:
         "b": b,
         "y": y,
     })
+
+
+def simulate(design: SimDesign, seed: int = SEED) -> pd.DataFrame:
+    """One data set: columns subj, item (text), a, b, y; ``design.rows`` rows."""
+    rng = np.random.default_rng(seed)
+    return _rows(design, _cells(design, rng), slice(None), rng)
+
+
+def simulate_chunk(design: SimDesign, chunk: int, chunks: int, seed: int = SEED
+                   ) -> pd.DataFrame:
+    """Chunk ``chunk`` of ``chunks`` of a data set too big for one frame.
+
+    The cells (and their random effects and predictors) are those of :func:`simulate`;
+    the chunks split them in order, and each chunk draws its residuals from its own
+    generator, so chunks can be made independently (in parallel) and the data set does
+    not depend on which process makes which chunk. Its residuals differ from
+    :func:`simulate`'s.
+    """
+    if not 0 <= chunk < chunks:
+        raise ValueError(f"chunk must be in 0..{chunks - 1}, got {chunk}")
+    cells = _cells(design, np.random.default_rng(seed))
+    bounds = np.linspace(0, len(cells.s), chunks + 1).round().astype(int)
+    rows = slice(bounds[chunk], bounds[chunk + 1])
+    return _rows(design, cells, rows, np.random.default_rng([seed, chunk]))

@@ -26,6 +26,7 @@ __all__ = [
     "make_cross_products",
     "working_response",
     "weighted_rows",
+    "random_effects_cross_products",
     "block_values",
     "left_template",
     "right_template",
@@ -213,6 +214,19 @@ def make_cross_products(
         re, X = weighted_rows(re, X, weights)
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     Xy = np.column_stack([X, y - X @ beta0])
+    blocks, ZtXy = random_effects_cross_products(re, Xy)
+    return CrossProducts(
+        n=len(y), p=X.shape[1], blocks=blocks, ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0,
+        center=center, log_weights=0.0 if weights is None else float(np.sum(np.log(weights))),
+    )
+
+
+def random_effects_cross_products(
+    re: ReStructure, M: np.ndarray
+) -> tuple[tuple[ZtZBlock, ...], tuple[np.ndarray, ...]]:
+    """The blocks of Z'Z and, per term, Z_i'M as (levels, k_i, M's columns): plain sums
+    over the rows, so the sums over the chunks of a data set add up to the whole's (the
+    out-of-core fit, :mod:`lmm_sparse.chunked`, relies on this)."""
     blocks = []
     for i, term in enumerate(re.terms):
         levels = np.arange(term.nlevels)
@@ -221,11 +235,8 @@ def make_cross_products(
     for i in range(len(re.terms)):
         for j in range(i):
             blocks.append(_pair_block(re, i, j))
-    ZtXy = tuple(_grouped_cross(t.codes, t.nlevels, t.X, Xy) for t in re.terms)
-    return CrossProducts(
-        n=len(y), p=X.shape[1], blocks=tuple(blocks), ZtXy=ZtXy, XyXy=Xy.T @ Xy, beta0=beta0,
-        center=center, log_weights=0.0 if weights is None else float(np.sum(np.log(weights))),
-    )
+    ZtM = tuple(_grouped_cross(t.codes, t.nlevels, t.X, M) for t in re.terms)
+    return tuple(blocks), ZtM
 
 
 class ResponseUpdate:

@@ -29,6 +29,8 @@ __all__ = [
     "FixedDesign",
     "RawTerm",
     "make_model_frame",
+    "model_columns",
+    "check_frame_values",
     "quote_names",
     "make_fixed_design",
     "make_raw_terms",
@@ -227,12 +229,7 @@ def make_model_frame(
     data = as_pandas(data)
     if len(data) == 0:
         raise DataError("data has no rows")
-    columns = _required_columns(parsed, data)
-    repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} &
-                      {str(c) for c in columns})
-    if repeated:
-        raise DataError(f"column name(s) {repeated} appear more than once in the data: "
-                        "rename or drop the copies")
+    columns = model_columns(parsed, data)
     frame = data.loc[:, columns].copy()
     for name, values in (extra or {}).items():
         frame[name] = values
@@ -244,7 +241,25 @@ def make_model_frame(
             f"no complete rows: every row has a missing value in the columns the formula "
             f"uses (e.g. {worst!r} is missing in {counts[worst]} of {len(data)} rows)"
         )
-    for column in columns:
+    check_frame_values(frame)
+    return frame.reset_index(drop=True)
+
+
+def model_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    """The columns of ``data`` the formula reads (only ``data.columns`` is looked at, so an
+    empty frame with the data's columns, such as a Dask frame's meta, will do)."""
+    columns = _required_columns(parsed, data)
+    repeated = sorted({str(c) for c in data.columns[data.columns.duplicated()]} &
+                      {str(c) for c in columns})
+    if repeated:
+        raise DataError(f"column name(s) {repeated} appear more than once in the data: "
+                        "rename or drop the copies")
+    return columns
+
+
+def check_frame_values(frame: pd.DataFrame) -> None:
+    """Refuse unusable column types and infinite values of a frame of complete rows."""
+    for column in frame.columns:
         values = frame[column]
         _check_kind(values, column)
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -254,7 +269,6 @@ def make_model_frame(
                     f"column {column!r} has {int(bad.sum())} infinite value(s), "
                     f"first at row {frame.index[np.argmax(bad)]!r}"
                 )
-    return frame.reset_index(drop=True)
 
 
 def _model_matrix(formula: str, frame: pd.DataFrame, what: str) -> Any:

@@ -75,10 +75,7 @@ class LinearMixedModel:
         offset=None,
     ) -> None:
         start = time.perf_counter()
-        if not isinstance(reml, bool | np.bool_):
-            raise ModelSpecError(f"reml must be True or False, got {reml!r}")
-        if kernel not in KERNELS:  # checked before any work on the data
-            raise ModelSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        check_options(reml, kernel)
         data = as_pandas(data)
         self.formula = formula
         self.reml = bool(reml)
@@ -254,6 +251,14 @@ _CONVERGENCE_ADVICE = (
 )
 
 
+def check_options(reml: object, kernel: object) -> None:
+    """reml and kernel, checked before any work on the data."""
+    if not isinstance(reml, bool | np.bool_):
+        raise ModelSpecError(f"reml must be True or False, got {reml!r}")
+    if kernel not in KERNELS:
+        raise ModelSpecError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+
+
 def _check_response(y, n: int) -> np.ndarray:
     """A new response as a float copy (the caller's array is neither kept nor changed)."""
     if isinstance(y, pd.DataFrame):
@@ -340,7 +345,8 @@ def lmer(
     ----------
     formula: ``"y ~ fixed + (lhs | g) + (lhs || g) + (1 | a/b)"``.
     data: a pandas DataFrame; never modified. Rows with missing values in any variable
-        the formula uses are dropped. Grouping columns are treated as factors.
+        the formula uses are dropped. Grouping columns are treated as factors. A Dask
+        DataFrame is fitted out of core, partition by partition (docs/dask.md).
     reml: REML (default, as lme4) or maximum likelihood.
     weights: prior weights, as lme4's ``weights``: a column name of ``data`` or one
         positive number per row of ``data``; row i's residual variance is sigma^2 / w_i.
@@ -363,7 +369,17 @@ def lmer(
         else in the fit runs on one thread.
     """
     resolve_method(optimizer, False)  # a bad name fails before the set-up work
-    model = LinearMixedModel(formula, data, reml=reml, kernel=kernel, weights=weights,
-                             offset=offset)
+    if type(data).__module__.split(".")[0] == "dask":  # Dask is an optional extra
+        if weights is not None or offset is not None:
+            raise ModelSpecError(
+                "weights= and offset= are not supported for Dask DataFrames yet: compute "
+                "the fit in memory (data.compute()) or leave them out"
+            )
+        from .chunked.dask_fit import DaskLinearMixedModel
+
+        model = DaskLinearMixedModel(formula, data, reml=reml, kernel=kernel)
+    else:
+        model = LinearMixedModel(formula, data, reml=reml, kernel=kernel, weights=weights,
+                                 offset=offset)
     return model.fit(optimizer=optimizer, start=start, maxfev=maxfev, calc_derivs=calc_derivs,
                      blas_threads=blas_threads)
