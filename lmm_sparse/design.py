@@ -241,7 +241,7 @@ def make_model_frame(
             f"no complete rows: every row has a missing value in the columns the formula "
             f"uses (e.g. {worst!r} is missing in {counts[worst]} of {len(data)} rows)"
         )
-    check_frame_values(frame)
+    check_frame_values(frame, columns)  # the extra columns' owner checks them, by name
     return frame.reset_index(drop=True)
 
 
@@ -257,9 +257,10 @@ def model_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return columns
 
 
-def check_frame_values(frame: pd.DataFrame) -> None:
-    """Refuse unusable column types and infinite values of a frame of complete rows."""
-    for column in frame.columns:
+def check_frame_values(frame: pd.DataFrame, columns: list[str] | None = None) -> None:
+    """Refuse unusable column types and infinite values in ``columns`` (default: all) of a
+    frame of complete rows."""
+    for column in frame.columns if columns is None else columns:
         values = frame[column]
         _check_kind(values, column)
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
