@@ -257,6 +257,21 @@ def model_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     return columns
 
 
+def drop_aliased(names_all, keep, stacklevel: int) -> tuple[str, ...]:
+    """The names of the columns not in ``keep``, with lme4's rank-deficiency warning
+    ("fixed-effect model matrix is rank deficient so dropping ...") when there are any."""
+    kept = set(keep)
+    dropped = tuple(name for j, name in enumerate(names_all) if j not in kept)
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {', '.join(dropped)}",
+            RankDeficiencyWarning,
+            stacklevel=stacklevel,
+        )
+    return dropped
+
+
 def check_frame_values(frame: pd.DataFrame, columns: list[str] | None = None) -> None:
     """Refuse unusable column types and infinite values in ``columns`` (default: all) of a
     frame of complete rows."""
@@ -315,14 +330,7 @@ def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign
             "no variation for the model to explain (lme4: response is constant)"
         )
     keep = _independent_columns(X_all)
-    dropped = tuple(names_all[j] for j in range(X_all.shape[1]) if j not in set(keep))
-    if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column(s): {', '.join(dropped)}",
-            RankDeficiencyWarning,
-            stacklevel=4,
-        )
+    dropped = drop_aliased(names_all, keep, stacklevel=5)
     return FixedDesign(
         y=y,
         X=np.ascontiguousarray(X_all if len(keep) == X_all.shape[1] else X_all[:, keep]),

@@ -33,6 +33,10 @@ from .threads import blas_limit
 
 __all__ = ["SchurKernel"]
 
+# The per-level data gram's multiply-adds below which grouping the leading levels is not
+# tried: the grouping's one-off cost (a few ms) is then more than the evaluations save.
+_MIN_GROUPED_WORK = 2**18
+
 # LAPACK directly: scipy.linalg.solve_triangular's checks cost more than a small solve
 _dtrtrs = scipy.linalg.lapack.dtrtrs
 
@@ -276,15 +280,17 @@ class SchurKernel:
 
     def _make_lead_groups(self, cp: CrossProducts) -> tuple[LeadGroups | None, np.ndarray]:
         m = cp.p + 1
+        rest = np.concatenate([Z.reshape(-1, m) for Z in cp.ZtXy[1:]], axis=0) if self.q2 else None
+        generic = self.q1 * m * (m + self.k0) + self._A21.nnz * m
+        if generic < _MIN_GROUPED_WORK:  # a small model: grouping costs more than it saves
+            return None, rest
         G21 = self._A21.copy()  # unscaled Z_2'Z_1 on A21's pattern
         if self._cross:
             G21.data[:] = np.concatenate([b.C.ravel() for b in self._cross])[self._perm21]
-        generic = self.q1 * m * (m + self.k0) + self._A21.nnz * m
         # tall, thin products: a second BLAS thread only waits (fggk21: 31 ms on one
         # thread, over a second on two when the other core was busy)
         with blas_limit(1):
             groups = make_lead_groups(self._diag0.C, cp.ZtXy[0], G21, generic)
-        rest = np.concatenate([Z.reshape(-1, m) for Z in cp.ZtXy[1:]], axis=0) if self.q2 else None
         return groups, rest
 
     def _lambda2_t(self, templates: list[np.ndarray], V: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 from conftest import synthetic_frame
 
-from lmm_sparse import LinearMixedModel
+from lmm_sparse import LinearMixedModel, kernel_schur
 from lmm_sparse.kernel_schur import SchurKernel
 from lmm_sparse.kernel_sparse import CholmodKernel
 
@@ -188,7 +188,9 @@ def _balanced_frame(subjects: int, items: int, seed: int, drop: float = 0.0) -> 
         ("y ~ a * x + (1 + a | subj) + (1 + a | item)", 0.1),
     ],
 )
-def test_grouped_data_gram_equals_the_level_by_level_one(formula, drop):
+def test_grouped_data_gram_equals_the_level_by_level_one(formula, drop, monkeypatch):
+    # small enough to run in a moment; the size rule would leave it ungrouped
+    monkeypatch.setattr(kernel_schur, "_MIN_GROUPED_WORK", 0)
     model = LinearMixedModel(formula, _balanced_frame(300, 12, 5, drop), reml=False)
     ws = model.workspace
     kernel = ws.kernel
@@ -212,7 +214,18 @@ def test_grouped_data_gram_equals_the_level_by_level_one(formula, drop):
     )
 
 
-def test_grouped_data_gram_is_not_used_when_every_level_differs():
+def test_grouped_data_gram_is_not_used_for_a_small_model():
+    """Grouping has a one-off cost of a few ms: not worth it where the level-by-level gram
+    is cheap (a small model is fitted once, by the dense evaluator, and evaluated here)."""
+    model = LinearMixedModel("y ~ a + x + (1 | subj) + (1 | item)", _balanced_frame(300, 12, 5))
+    kernel = model.workspace.kernel
+    templates = model.re.templates(model.re.theta0)
+    kernel.factor(templates)
+    assert kernel.xy_gram(templates, model.cp) is None
+
+
+def test_grouped_data_gram_is_not_used_when_every_level_differs(monkeypatch):
+    monkeypatch.setattr(kernel_schur, "_MIN_GROUPED_WORK", 0)
     model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(2000, 3))
     kernel = model.workspace.kernel
     templates = model.re.templates(model.re.theta0)

@@ -19,15 +19,14 @@ small: uncentred columns lose no more precision than in memory.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from ..crossprod import CrossProducts
-from ..design import _RANK_TOL
-from ..errors import DataError, RankDeficiencyWarning
+from ..design import _RANK_TOL, drop_aliased
+from ..errors import DataError
 from .partial import PartialSums
 from .scan import ChunkPlan
 
@@ -116,14 +115,7 @@ def finish_cross_products(sums: PartialSums, plan: ChunkPlan) -> FinishedDesign:
     raw[0, :p_all], raw[0, p_all], raw[m - 1, p_all] = plan.shift, plan.y_shift, 1.0
     raw_gram = raw.T @ G @ raw
     keep = independent_columns_gram(raw_gram[:p_all, :p_all])
-    dropped = tuple(plan.names_all[j] for j in range(p_all) if j not in set(keep))
-    if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
-            f"column(s): {', '.join(dropped)}",
-            RankDeficiencyWarning,
-            stacklevel=4,
-        )
+    dropped = drop_aliased(plan.names_all, keep, stacklevel=5)
     p = len(keep)
     means = G[0, 1 : p_all + 1][keep] / n + plan.shift[keep]
     centred = p >= 2 and bool(sums.ones[keep[0]])
