@@ -18,6 +18,8 @@ O(products in L21 L21') for the update and O(q2^3 / 3) for L22; ``flops`` estima
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
@@ -120,8 +122,10 @@ class SchurKernel:
         self.parallel_flops = dense_flops if self._dense_update else 0.0
         self._L21 = self._A21.copy()
         self._H = self._A21.copy()
-        self._E = self._A21.copy()  # G21 Lambda_0 L11^{-T} (dense path)
-        self._B = self._A21.copy()  # Lambda_2' G21 (dense path's gradient)
+        # dense path: E = G21 Lambda_0 L11^{-T} and B = Lambda_2' G21 as dense q2 x q1 arrays,
+        # made once and refilled on A21's pattern (a scatter, not a new toarray() each time)
+        self._flat21 = self._A21.indices * self.q2 + self._csr_rows  # in the transpose
+        self._dense_work: dict[str, np.ndarray] = {}
         self._pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None  # on first use
         # how P21 = -P22 H is formed on A21's pattern (see _pattern_product)
         runs_per_level = np.bincount(self._run_level, minlength=self.l0).astype(np.int64)
@@ -186,12 +190,10 @@ class SchurKernel:
         if self._dense_update:
             # E = G21 Lambda_0 L11^{-T} and Y = E E', so L21 L21' = Lambda_2' Y Lambda_2: the
             # same BLAS product as L21 L21', and Y is what the gradient needs (logdet_sums)
-            E = self._E
-            if self._cross:
-                E.data[:] = self._times_L11inv_t(
-                    np.concatenate([CT.ravel() for CT in lead_scaled])[self._perm21]
-                )
-            Y = scipy.linalg.blas.dsyrk(1.0, E.toarray(), lower=1)  # lower triangle of E E'
+            E = self._on_pattern("E", self._times_L11inv_t(
+                np.concatenate([CT.ravel() for CT in lead_scaled])[self._perm21]
+            ) if self._cross else np.zeros(0))
+            Y = scipy.linalg.blas.dsyrk(1.0, E, lower=1)  # lower triangle of E E'
             Y += np.tril(Y, -1).T
             self._Y = Y
             S = -self._lambda2_t(templates, self._lambda2_t(templates, Y).T)
@@ -201,10 +203,29 @@ class SchurKernel:
         for block, (index, a, b) in zip(self._rest, self._rest_index, strict=True):
             flat[index] += block_values(block, templates)[:, a, b].ravel()
         S[np.diag_indices(self.q2)] += 1.0
-        L22, info = scipy.linalg.lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        with self._lapack_threads():
+            L22, info = scipy.linalg.lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
         if info != 0:
             raise ModelSpecError("the Schur complement of the PLS system is not positive definite")
         self._L22 = L22
+
+    def _on_pattern(self, name: str, values: np.ndarray) -> np.ndarray:
+        """The dense q2 x q1 work array ``name`` with ``values`` (CSR order of A21) on A21's
+        pattern; zero elsewhere, as the pattern is fixed. Fortran order (the transpose of a
+        C-ordered array), as BLAS and LAPACK take it without a copy."""
+        Dt = self._dense_work.get(name)
+        if Dt is None:
+            Dt = self._dense_work[name] = np.zeros((self.q1, self.q2))
+        Dt.ravel()[self._flat21] = values
+        return Dt.T
+
+    def _lapack_threads(self):
+        """One BLAS thread for LAPACK's Cholesky factor and inverse of the Schur complement
+        when evaluations run on more: OpenBLAS's threaded dpotrf/dpotri were several times
+        slower than its single-threaded ones here (q2 = 2000: dpotri 0.22 s on one thread,
+        2.8 s on two with the other core busy; q2 = 1156: 0.04 s against 1.6 s), while the
+        big products (dsyrk, dtrsm) do gain from the second thread."""
+        return blas_limit(1) if self.parallel_flops else nullcontext()
 
     def _times_L11inv_t(self, values: np.ndarray) -> np.ndarray:
         """Values on A21's pattern times L11^{-T}: each run of k0 values (one row of A21 at
@@ -231,16 +252,15 @@ class SchurKernel:
         if not self._dense_update or self.q2 == 0:
             return None
         k0, l0, q2 = self.k0, self.l0, self.q2
-        Pl, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
+        with self._lapack_threads():
+            Pl, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
         if info != 0:
             raise ModelSpecError("the Schur complement of the PLS system is singular")
         P22 = Pl + np.tril(Pl, -1).T
-        B = self._B
-        if self._cross:
-            B.data[:] = np.concatenate([
-                left_template(templates[b.i], b.C).ravel() for b in self._cross
-            ])[self._perm21]
-        F = _dtrtrs(self._L22, B.toarray(), lower=1)[0].reshape(q2, l0, k0)
+        B = self._on_pattern("B", np.concatenate([
+            left_template(templates[b.i], b.C).ravel() for b in self._cross
+        ])[self._perm21] if self._cross else np.zeros(0))
+        F = _dtrtrs(self._L22, B, lower=1)[0].reshape(q2, l0, k0)
         N = np.einsum("alb,alc->lbc", F, F)
         A11inv = np.einsum("lba,lbc->lac", self._L11inv, self._L11inv)
         Q = templates[0] @ A11inv
@@ -356,7 +376,8 @@ class SchurKernel:
         A11inv = np.einsum("lba,lbc->lac", self._L11inv, self._L11inv)
         out: dict[tuple[int, int], np.ndarray] = {(0, 0): A11inv}
         if self.q2:
-            Pinv, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
+            with self._lapack_threads():
+                Pinv, info = scipy.linalg.lapack.dpotri(self._L22, lower=1)
             if info != 0:
                 raise ModelSpecError("the Schur complement of the PLS system is singular")
             P22 = Pinv + np.tril(Pinv, -1).T  # dpotri fills the lower triangle only
