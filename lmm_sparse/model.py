@@ -236,7 +236,10 @@ class LinearMixedModel:
             category = SingularFitWarning if singular else ConvergenceWarning
             advice = _SINGULAR_ADVICE if singular else _CONVERGENCE_ADVICE
             warnings.warn(f"{message}. {advice}", category, stacklevel=3)
-        return make_result(self, opt)
+        # the result's evaluation and solves are an evaluation's work: the same BLAS threads
+        # (a small model's tiny LAPACK calls lost milliseconds to a second thread)
+        with blas_limit(threads):
+            return make_result(self, opt)
 
 
 _SINGULAR_ADVICE = (
