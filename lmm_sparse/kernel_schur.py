@@ -31,7 +31,7 @@ from .gradient import add_block_sums
 from .kernel_sparse import block_entries, block_positions, fixed_pattern
 from .lead_groups import LeadGroups, make_lead_groups
 from .terms import ReStructure, template_times
-from .threads import blas_limit
+from .threads import THREADED_FLOPS, blas_limit
 
 __all__ = ["SchurKernel"]
 
@@ -225,7 +225,7 @@ class SchurKernel:
         slower than its single-threaded ones here (q2 = 2000: dpotri 0.22 s on one thread,
         2.8 s on two with the other core busy; q2 = 1156: 0.04 s against 1.6 s), while the
         big products (dsyrk, dtrsm) do gain from the second thread."""
-        return blas_limit(1) if self.parallel_flops else nullcontext()
+        return blas_limit(1) if self.parallel_flops >= THREADED_FLOPS else nullcontext()
 
     def _times_L11inv_t(self, values: np.ndarray) -> np.ndarray:
         """Values on A21's pattern times L11^{-T}: each run of k0 values (one row of A21 at

@@ -40,7 +40,7 @@ from .gradient import gradient_parts, kernel_logdet_sums
 from .kernel_schur import SchurKernel
 from .kernel_sparse import CholmodKernel
 from .terms import ReStructure, template_times
-from .threads import default_blas_threads
+from .threads import THREADED_FLOPS, default_blas_threads
 
 __all__ = ["PLSEval", "PLSWorkspace", "DensePLS", "profiled_deviance", "KERNELS", "DENSE_MAX_Q"]
 
@@ -52,12 +52,11 @@ _SCHUR_MAX_Q2 = 3000
 # only worth it when at least _SCHUR_MIN_FILL of it can be nonzero.
 _SCHUR_DENSE_FLOPS = 1e8
 _SCHUR_MIN_FILL = 0.1
-# Big BLAS-3 work per evaluation above which the BLAS's own threads are used. High on
-# purpose: on a machine whose other cores are busy, a multi-threaded OpenBLAS can run tens
-# of times slower (measured: poems' selected inverse, 15 ms with one thread, 550 ms with
-# two while another process used the second core), and the gain on a quiet 2-core machine
-# is about 20% (sim360k, 2.2e9 flops).
-_THREADED_FLOPS = 1e9
+# threads.THREADED_FLOPS: big BLAS-3 work per evaluation above which the BLAS's own threads
+# are used. High on purpose: on a machine whose other cores are busy, a multi-threaded
+# OpenBLAS can run tens of times slower (measured: poems' selected inverse, 15 ms with one
+# thread, 550 ms with two while another process used the second core), and the gain on a
+# quiet 2-core machine is about 20% (sim360k, 2.2e9 flops).
 
 
 @dataclass(frozen=True)
@@ -333,7 +332,7 @@ class PLSWorkspace:
         evaluation a second thread gains too little to risk the slowdown it brings on a
         busy machine. ``LinearMixedModel.fit(blas_threads=...)`` overrides this choice.
         """
-        return default_blas_threads() if self.kernel.parallel_flops >= _THREADED_FLOPS else 1
+        return default_blas_threads() if self.kernel.parallel_flops >= THREADED_FLOPS else 1
 
     def describe(self) -> str:
         return self.kernel.describe()

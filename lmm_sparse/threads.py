@@ -12,7 +12,11 @@ from functools import lru_cache
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["blas_limit", "default_blas_threads"]
+__all__ = ["THREADED_FLOPS", "blas_limit", "default_blas_threads"]
+
+# Below this many flops of big BLAS-3 products per evaluation a second BLAS thread gains too
+# little to risk the slowdown it brings on a busy machine: such work runs on one thread.
+THREADED_FLOPS = 1e9
 
 
 @lru_cache(maxsize=1)
