@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .crossprod import CrossProducts, ZtZOperator, inverse_gram
+from .crossprod import CrossProducts, ZtZOperator, inverse_gram, right_template
 from .terms import ReStructure, template_times
 
 __all__ = [
@@ -84,13 +84,11 @@ def add_block_sums(
             if block.i != block.j:
                 out[block.j] += templates[block.i] * dot
             continue
-        n, ki, kj = block.C.shape
-        # stacked blocks times one template as a single GEMM (batched tiny matmuls are slow)
-        CT = (block.C.reshape(n * ki, kj) @ templates[block.j]).reshape(n, ki, kj)
+        CT = right_template(block.C, templates[block.j])  # C_n T_j
         out[block.i] += np.tensordot(CT, Pb, axes=([0, 2], [0, 2]))
         if block.i != block.j:
-            CtT = (block.C.transpose(0, 2, 1).reshape(n * kj, ki) @ templates[block.i])
-            out[block.j] += np.tensordot(CtT.reshape(n, kj, ki), Pb, axes=([0, 2], [0, 1]))
+            CtT = right_template(block.C.transpose(0, 2, 1), templates[block.i])  # C_n' T_i
+            out[block.j] += np.tensordot(CtT, Pb, axes=([0, 2], [0, 1]))
 
 
 def kernel_logdet_sums(kernel, cp: CrossProducts, templates: list[np.ndarray]) -> list[np.ndarray]:

@@ -143,7 +143,7 @@ class SchurKernel:
         self._col_order = np.argsort(self._A21.indices, kind="stable")
         self._col_sorted = self._A21.indices[self._col_order]
         # (cross-products, their lead groups or None, Z_2'[X y]): see xy_gram
-        self._lead: tuple[CrossProducts, LeadGroups | None, np.ndarray] | None = None
+        self._lead: tuple[CrossProducts, LeadGroups | None, np.ndarray | None] | None = None
 
     def _setup_rest(self) -> None:
         """Flat indices into the dense q2 x q2 matrix of the lower triangle of A22."""
@@ -298,12 +298,15 @@ class SchurKernel:
         c2 = _dtrtrs(self._L22, rhs, lower=1)[0]
         return gram + c2.T @ c2
 
-    def _make_lead_groups(self, cp: CrossProducts) -> tuple[LeadGroups | None, np.ndarray]:
+    def _make_lead_groups(
+        self, cp: CrossProducts
+    ) -> tuple[LeadGroups | None, np.ndarray | None]:
+        """The lead groups of ``cp`` (None where grouping does not pay) and, with them, the
+        rest terms' rows of Z'[X y] stacked (q2 x (p + 1))."""
         m = cp.p + 1
-        rest = np.concatenate([Z.reshape(-1, m) for Z in cp.ZtXy[1:]], axis=0) if self.q2 else None
         generic = self.q1 * m * (m + self.k0) + self._A21.nnz * m
         if generic < _MIN_GROUPED_WORK:  # a small model: grouping costs more than it saves
-            return None, rest
+            return None, None
         G21 = self._A21.copy()  # unscaled Z_2'Z_1 on A21's pattern
         if self._cross:
             G21.data[:] = np.concatenate([b.C.ravel() for b in self._cross])[self._perm21]
@@ -311,7 +314,9 @@ class SchurKernel:
         # thread, over a second on two when the other core was busy)
         with blas_limit(1):
             groups = make_lead_groups(self._diag0.C, cp.ZtXy[0], G21, generic)
-        return groups, rest
+        if groups is None or not self.q2:
+            return groups, None
+        return groups, np.concatenate([Z.reshape(-1, m) for Z in cp.ZtXy[1:]], axis=0)
 
     def _lambda2_t(self, templates: list[np.ndarray], V: np.ndarray) -> np.ndarray:
         """Lambda_2' V for a q2 x m matrix V in the rest terms' rows."""
