@@ -259,8 +259,6 @@ class PLSWorkspace:
         if not (np.isfinite(ev.pwrss) and ev.pwrss > 0):
             nan = np.full(len(ev.theta), np.nan)
             return ev, nan, nan.copy()
-        if self._shared.ztz is None:  # Z'Z only: shared by with_cross_products workspaces
-            self._shared.ztz = ZtZOperator(self.re, self.cp)
         templates = self.re.templates(ev.theta)
         p, beta = self.cp.p, self.cp.to_y0(ev.beta)  # beta for y0 and the centred X
         # u's right-hand side: one column; REML also needs C_X = A^{-1} Lambda' Z'X
@@ -271,10 +269,20 @@ class PLSWorkspace:
         else:
             u, CX = self.kernel.solve(rhs), None
         logdet, dpwrss = gradient_parts(
-            self.re, self.cp, self._shared.ztz, templates, u, CX, beta, self.cp.centred_RX(ev.RX),
+            self.re, self.cp, self.ztz(), templates, u, CX, beta, self.cp.centred_RX(ev.RX),
             kernel_logdet_sums(self.kernel, self.cp, templates),
         )
         return ev, logdet, dpwrss
+
+    def ztz(self) -> ZtZOperator:
+        """The Z'Z operator of the gradient, made on first use; it depends on Z'Z only, so
+        workspaces of :meth:`with_cross_products` share it."""
+        if self._shared.ztz is None:
+            lead_cross = getattr(self.kernel, "lead_cross", None)
+            self._shared.ztz = ZtZOperator(
+                self.re, self.cp, lead_cross() if lead_cross is not None else None
+            )
+        return self._shared.ztz
 
     def _ensure(self, theta: np.ndarray) -> None:
         if self.theta is None or not np.array_equal(self.theta, theta):

@@ -86,6 +86,9 @@ class FTest:
     unscaled: float
 
 
+_SECOND_DIFFERENCE_FLOOR = 1e-3
+
+
 def _parts_by_values(result: LmerResult, theta: np.ndarray):
     """(g2, dg2, H1, H2, dU) from second differences of g1, g2 and U's values."""
     workspace = result.model.workspace
@@ -95,7 +98,11 @@ def _parts_by_values(result: LmerResult, theta: np.ndarray):
         g1 = ev.ldL2 + (ev.ldRX2 if result.reml else 0.0)
         return np.concatenate([[g1, ev.pwrss], inverse_gram(ev.RX).ravel()])
 
-    d = richardson_derivatives(parts, theta)
+    # Second differences lose eps |f| / h^2 to rounding: with the default floor of 1e-4
+    # (1.25e-5 after four halvings) pwrss's second derivative in sleepstudy's small
+    # correlation entry (0.015) was off by 2e-5 relative on one machine's BLAS; a floor of
+    # 1e-3 brought it to 2e-7 against the route through exact gradients.
+    d = richardson_derivatives(parts, theta, floor=_SECOND_DIFFERENCE_FLOOR)
     return (d.value[1], d.gradient[:, 1], d.hessian[:, :, 0], d.hessian[:, :, 1],
             d.value[2:], d.gradient[:, 2:])
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..crossprod import ZtZOperator
 from ..gradient import gradient_parts, kernel_logdet_sums
 from ..pls import PLSEval
 from ..terms import ReStructure
@@ -45,7 +44,6 @@ class Engine:
         self.ws, self.re, self.cp = model.workspace, model.re, model.cp
         self.n, self.p = model.cp.n, model.cp.p
         self.exact = bool(self.ws.has_gradient)
-        self._ztz: ZtZOperator | None = None
 
     def evaluate(self, theta: np.ndarray) -> PLSEval:
         return self.ws.evaluate(theta)
@@ -58,12 +56,10 @@ class Engine:
 
     def fixed_scale_gradient(self, ev: PLSEval, beta: np.ndarray,
                              inv_sigma2: float) -> np.ndarray:
-        if self._ztz is None:
-            self._ztz = ZtZOperator(self.re, self.cp)
         u = self.ws.spherical_modes(replace(ev, beta=beta))  # the factor is ev's: no refactor
         templates = self.re.templates(ev.theta)
         logdet, dpwrss = gradient_parts(
-            self.re, self.cp, self._ztz, templates, u, None, self.cp.to_y0(beta),
+            self.re, self.cp, self.ws.ztz(), templates, u, None, self.cp.to_y0(beta),
             self.cp.centred_RX(ev.RX), kernel_logdet_sums(self.ws.kernel, self.cp, templates),
         )
         return logdet + inv_sigma2 * dpwrss
