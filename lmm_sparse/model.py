@@ -30,13 +30,16 @@ from .design import (
 from .errors import ConvergenceWarning, DataError, ModelSpecError, SingularFitWarning
 from .formula import parse_formula
 from .optimize import (
+    OptSummary,
     check_convergence,
+    gradient_check_failed,
     optimize_with_restart,
     resolve_method,
     with_blas_threads,
 )
 from .pls import DENSE_MAX_Q, KERNELS, DensePLS, PLSWorkspace
 from .results import LmerResult, make_result
+from .start import moment_start
 from .terms import make_re_structure
 from .threads import blas_limit
 from .weights import per_row_columns, take_prior_weights
@@ -208,7 +211,7 @@ class LinearMixedModel:
         """Optimize theta and return the fitted model (arguments as :func:`lmer`)."""
         if isinstance(maxfev, bool) or not isinstance(maxfev, int | np.integer) or maxfev < 1:
             raise ModelSpecError(f"maxfev must be a positive integer, got {maxfev!r}")
-        theta0 = self.re.theta0 if start is None else np.asarray(start, dtype=float)
+        theta0 = moment_start(self.re, self.cp) if start is None else np.asarray(start, dtype=float)
         if not np.all(np.isfinite(theta0)):
             raise ModelSpecError(f"start must be finite, got {theta0.tolist()}")
         if theta0.shape != self.re.theta0.shape:
@@ -221,16 +224,28 @@ class LinearMixedModel:
                 f"blas_threads must be a positive integer, got {blas_threads!r}"
             )
         objective, gradient = self._criterion()
-        # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
-        with blas_limit(1):
+
+        def optimize(theta_start: np.ndarray) -> OptSummary:
             opt = optimize_with_restart(
-                objective, theta0, self.re.lower, self.re.template_columns(), optimizer,
+                objective, theta_start, self.re.lower, self.re.template_columns(), optimizer,
                 maxfev, threads, gradient,
             )
-            opt = check_convergence(
+            return check_convergence(
                 with_blas_threads(objective, threads), opt, self.re.lower, calc_derivs,
                 with_blas_threads(gradient, threads) if gradient else None,
             )
+
+        # One BLAS thread for everything but the evaluations themselves (see optimize_theta).
+        with blas_limit(1):
+            opt = optimize(theta0)
+            if start is None and gradient_check_failed(opt):
+                # The moment start can leave the optimizer stalled on a badly scaled ridge
+                # that it crossed from lme4's start (y ~ x + (x | g) with x near 100, where
+                # lme4 advises rescaling): try lme4's start and keep the better optimum.
+                other = optimize(self.re.theta0)
+                best = other if other.fval < opt.fval else opt
+                opt = dataclasses.replace(best, feval=opt.feval + other.feval,
+                                          seconds=opt.seconds + other.seconds)
         for message in opt.messages:
             singular = message.startswith("boundary")
             category = SingularFitWarning if singular else ConvergenceWarning
@@ -364,7 +379,9 @@ def lmer(
         upper-level groups; then CHOLMOD; models with q <= 120 are optimized on a dense
         evaluator), "cholmod" (CHOLMOD on the whole PLS system) or "schur" (leading
         block eliminated, dense Schur complement).
-    start: start values for theta (lme4's order); default 1 on diagonals, 0 elsewhere.
+    start: start values for theta (lme4's order); default a moment estimate from the
+        cross-products (:mod:`lmm_sparse.start`); ``model.re.theta0`` is lme4's start,
+        1 on template diagonals and 0 elsewhere.
     maxfev: limit on criterion evaluations.
     calc_derivs: compute the gradient and Hessian at the optimum for the convergence checks.
     blas_threads: BLAS threads for each evaluation; default: one, or all of the BLAS's

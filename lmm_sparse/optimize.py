@@ -28,6 +28,7 @@ __all__ = [
     "optimize_theta",
     "optimize_with_restart",
     "check_convergence",
+    "gradient_check_failed",
     "OPTIMIZERS",
 ]
 
@@ -331,18 +332,14 @@ def check_convergence(
         grad, hess = _derivatives_from_gradient(objective_gradient, opt.theta)
     else:
         grad, hess = _derivatives(objective, opt.theta, opt.fval)
-    try:
-        R = np.linalg.cholesky(hess).T  # hess = R'R, as R's chol()
-        scaled = np.linalg.solve(R, grad)
-    except np.linalg.LinAlgError:
+    mingrad = _min_scaled_gradient(grad, hess)
+    if mingrad is None:
         messages.append("unable to evaluate scaled gradient")
-    else:
-        mingrad = np.minimum(np.abs(scaled), np.abs(grad))
-        if mingrad.max() > GRAD_TOL:
-            messages.append(
-                f"Model failed to converge with max|grad| = {mingrad.max():.6g} "
-                f"(tol = {GRAD_TOL}, component {int(np.argmax(mingrad)) + 1})"
-            )
+    elif mingrad.max() > GRAD_TOL:
+        messages.append(
+            f"Model failed to converge with max|grad| = {mingrad.max():.6g} "
+            f"(tol = {GRAD_TOL}, component {int(np.argmax(mingrad)) + 1})"
+        )
     eigen = np.linalg.eigvalsh(hess)
     if np.any(eigen < 0):
         messages.append(
@@ -354,6 +351,26 @@ def check_convergence(
             "Model is nearly unidentifiable: very large eigenvalue - Rescale variables?"
         )
     return _with(opt, messages, grad, hess)
+
+
+def _min_scaled_gradient(grad: np.ndarray, hess: np.ndarray) -> np.ndarray | None:
+    """lme4's gradient check statistic: min(|H^{-1/2} g|, |g|) elementwise (H = R'R), or
+    None where the Hessian is not positive definite."""
+    try:
+        R = np.linalg.cholesky(hess).T  # hess = R'R, as R's chol()
+        scaled = np.linalg.solve(R, grad)
+    except np.linalg.LinAlgError:
+        return None
+    return np.minimum(np.abs(scaled), np.abs(grad))
+
+
+def gradient_check_failed(opt: OptSummary) -> bool:
+    """Whether the optimum failed lme4's scaled-gradient check (False when the check was
+    not made: singular fits, calc_derivs=False)."""
+    if opt.gradient is None or opt.hessian is None:
+        return False
+    mingrad = _min_scaled_gradient(opt.gradient, opt.hessian)
+    return mingrad is None or bool(mingrad.max() > GRAD_TOL)
 
 
 def _with(opt: OptSummary, messages: list[str], grad, hess) -> OptSummary:

@@ -1,0 +1,101 @@
+"""Start values for theta: a moment estimate of each term's relative covariance.
+
+lme4 starts every fit at theta = 1 on template diagonals and 0 elsewhere: random effects
+with the residual's standard deviation, uncorrelated. A quasi-Newton method spends many
+of its evaluations getting from there to the neighbourhood of the optimum: on the
+simulated 1M-row design, 17 of its 32 evaluations, several of them steps to the boundary
+with criteria a hundred times the optimum's.
+
+This start comes from the cross-products alone (no pass over the rows; cost O(l k^3) for
+l levels of a k-column term):
+
+* ``r = y - X beta_ols``: the cross-products hold ``Z'r`` and ``r'r`` (their y0 is that
+  residual);
+* per level j of term i, ``b_j = C_j^+ Z_j'r``: the level's own least-squares
+  coefficients on the term's columns, with ``C_j = Z_j'Z_j`` the diagonal block of Z'Z,
+  and ``s2_i``, the residual variance left after them;
+* ``Sigma_i = mean_j b_j b_j' - s2_i mean_j C_j^+``: the spread of the b_j less their
+  sampling noise, relative to sigma^2, estimated as the smallest of ``r'r / (n - p)``
+  and the ``s2_i`` (each still holds the terms not fitted);
+* its eigenvalues clipped to [0.01, 1e4] (relative standard deviations from 0.1 to 100),
+  so that the start is inside the bounds and away from the boundary, and theta_i is its
+  lower Cholesky factor in lme4's order, rounded to three significant digits.
+
+It ignores the other terms (each b_j carries them too) and s2 includes the random
+effects, so it is a start, not an estimate: the optimizer still finds the optimum, and
+the convergence checks are the same. Measured on the benchmark workloads (docs/optimizer.md):
+the same optima as from lme4's start, in 10% to 55% fewer evaluations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .crossprod import CrossProducts
+from .terms import ReStructure
+
+__all__ = ["moment_start", "RELATIVE_VARIANCE_RANGE"]
+
+# Eigenvalues of the start's relative covariances: relative sds from 0.1 to 100.
+RELATIVE_VARIANCE_RANGE = (0.01, 1e4)
+
+
+def moment_start(re: ReStructure, cp: CrossProducts) -> np.ndarray:
+    """theta's start (see the module docstring); lme4's start where the data give no
+    usable estimate (no residual left, or a non-finite result)."""
+    p = cp.p
+    rss = float(cp.XyXy[p, p])
+    if not (np.isfinite(rss) and rss > 0 and cp.n > p):
+        return re.theta0.copy()
+    fits = [_level_fits(cp, i, term.nlevels, term.k) for i, term in enumerate(re.terms)]
+    # sigma^2: the smallest residual variance seen, with or without a term's level fits
+    sigma2 = min([rss / (cp.n - p), *(s2 for _, _, s2 in fits if s2 is not None and s2 > 0)])
+    parts = []
+    for i, (b, Cinv, s2) in enumerate(fits):
+        noise = s2 if s2 is not None else rss / (cp.n - p)
+        relative = (b.T @ b / len(b) - noise * Cinv.mean(axis=0)) / sigma2
+        parts.append(_cholesky_theta(relative) if np.all(np.isfinite(relative))
+                     else re.term_theta(re.theta0, i))
+    return _significant(np.concatenate(parts), _START_DIGITS)
+
+
+def _level_fits(
+    cp: CrossProducts, i: int, nlevels: int, k: int
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Term i's per-level least-squares coefficients on the residual r (levels x k), the
+    pseudo-inverses of their blocks C_j, and the residual variance left after them (None
+    without degrees of freedom left)."""
+    p = cp.p
+    block = next(b for b in cp.blocks if b.i == i and b.j == i)
+    C = np.zeros((nlevels, k, k))
+    C[block.rows] = block.C
+    Cinv = np.linalg.pinv(C, hermitian=True)
+    Ztr = cp.ZtXy[i][:, :, p]
+    b = np.einsum("jab,jb->ja", Cinv, Ztr)
+    dof = cp.n - p - nlevels * k
+    s2 = (float(cp.XyXy[p, p]) - float(np.sum(b * Ztr))) / dof if dof > 0 else None
+    return b, Cinv, s2
+
+
+# The start is rounded to this many significant digits: its later digits carry no
+# information, and without them the same data in another row order or partitioning (Dask),
+# whose cross-products differ in the last bits, start at the same point, so that the
+# optimizer takes the same path and stops at the same theta.
+_START_DIGITS = 3
+
+
+def _significant(x: np.ndarray, digits: int) -> np.ndarray:
+    """x rounded to ``digits`` significant digits (zeros stay zero)."""
+    scale = np.ones_like(x)
+    nonzero = x != 0
+    scale[nonzero] = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(x[nonzero]))))
+    return np.round(x * scale) / scale
+
+
+def _cholesky_theta(relative: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of ``relative`` with its eigenvalues clipped to
+    RELATIVE_VARIANCE_RANGE, as theta (column-major lower triangle, as lme4)."""
+    w, V = np.linalg.eigh((relative + relative.T) / 2)
+    w = np.clip(w, *RELATIVE_VARIANCE_RANGE)
+    L = np.linalg.cholesky((V * w) @ V.T)
+    return L.T[np.triu_indices(len(w))]  # the transpose's upper triangle, row by row
