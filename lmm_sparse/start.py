@@ -14,9 +14,11 @@ l levels of a k-column term):
 * per level j of term i, ``b_j = C_j^+ Z_j'r``: the level's own least-squares
   coefficients on the term's columns, with ``C_j = Z_j'Z_j`` the diagonal block of Z'Z,
   and ``s2_i``, the residual variance left after them;
-* ``Sigma_i = mean_j b_j b_j' - s2_i mean_j C_j^+``: the spread of the b_j less their
-  sampling noise, relative to sigma^2, estimated as the smallest of ``r'r / (n - p)``
-  and the ``s2_i`` (each still holds the terms not fitted);
+* ``Sigma_i = mean_j b_j b_j' - sigma^2 mean_j C_j^+``: the spread of the b_j less
+  their sampling noise, relative to sigma^2, estimated as the smallest of
+  ``r'r / (n - p)``, the ``s2_i`` (each still holds the terms not fitted) and the
+  residual variance after all terms' level fits in turn (other terms' effects that do
+  not average out within a level are left in the spread: a start errs upwards);
 * its eigenvalues clipped to [0.01, 1e4] (relative standard deviations from 0.1 to 100),
   so that the start is inside the bounds and away from the boundary, and theta_i is its
   lower Cholesky factor in lme4's order, rounded to three significant digits.
@@ -48,12 +50,14 @@ def moment_start(re: ReStructure, cp: CrossProducts) -> np.ndarray:
     if not (np.isfinite(rss) and rss > 0 and cp.n > p):
         return re.theta0.copy()
     fits = [_level_fits(cp, i, term.nlevels, term.k) for i, term in enumerate(re.terms)]
-    # sigma^2: the smallest residual variance seen, with or without a term's level fits
-    sigma2 = min([rss / (cp.n - p), *(s2 for _, _, s2 in fits if s2 is not None and s2 > 0)])
+    # sigma^2: the smallest residual variance seen: without level fits, after each term's,
+    # and after all terms' fitted in turn
+    seen = [rss / (cp.n - p), _sequential_residual_variance(re, cp),
+            *(s2 for _, _, s2 in fits)]
+    sigma2 = min(s2 for s2 in seen if s2 is not None and s2 > 0)
     parts = []
-    for i, (b, Cinv, s2) in enumerate(fits):
-        noise = s2 if s2 is not None else rss / (cp.n - p)
-        relative = (b.T @ b / len(b) - noise * Cinv.mean(axis=0)) / sigma2
+    for i, (b, Cinv, _) in enumerate(fits):
+        relative = (b.T @ b / len(b)) / sigma2 - Cinv.mean(axis=0)
         parts.append(_cholesky_theta(relative) if np.all(np.isfinite(relative))
                      else re.term_theta(re.theta0, i))
     return _significant(np.concatenate(parts), _START_DIGITS)
@@ -75,6 +79,32 @@ def _level_fits(
     dof = cp.n - p - nlevels * k
     s2 = (float(cp.XyXy[p, p]) - float(np.sum(b * Ztr))) / dof if dof > 0 else None
     return b, Cinv, s2
+
+
+def _sequential_residual_variance(re: ReStructure, cp: CrossProducts) -> float | None:
+    """The residual variance after fitting each term's levels in turn to what the terms
+    before it left (one sweep of backfitting, through the blocks of Z'Z), or None without
+    degrees of freedom left. Without it a crossed design's sigma^2 holds the variances of
+    all terms but one (Penicillin: 1.0 instead of 0.3)."""
+    p = cp.p
+    dof = cp.n - p - sum(term.nlevels * term.k for term in re.terms)
+    if dof <= 0:
+        return None
+    rss, coefs = float(cp.XyXy[p, p]), []
+    for i, term in enumerate(re.terms):
+        Ztr = cp.ZtXy[i][:, :, p].copy()  # Z_i' r, less the fits of the terms before i
+        for block in cp.blocks:
+            if block.i == i and block.j < i:
+                fitted = np.einsum("nab,nb->na", block.C, coefs[block.j][block.cols])
+                for a in range(term.k):
+                    Ztr[:, a] -= np.bincount(block.rows, fitted[:, a], term.nlevels)
+        diagonal = next(b for b in cp.blocks if b.i == i and b.j == i)
+        C = np.zeros((term.nlevels, term.k, term.k))
+        C[diagonal.rows] = diagonal.C
+        b = np.einsum("jab,jb->ja", np.linalg.pinv(C, hermitian=True), Ztr)
+        rss -= float(np.sum(b * Ztr))
+        coefs.append(b)
+    return rss / dof
 
 
 # The start is rounded to this many significant digits: its later digits carry no
