@@ -70,15 +70,20 @@ def _level_fits(
     pseudo-inverses of their blocks C_j, and the residual variance left after them (None
     without degrees of freedom left)."""
     p = cp.p
-    block = next(b for b in cp.blocks if b.i == i and b.j == i)
-    C = np.zeros((nlevels, k, k))
-    C[block.rows] = block.C
-    Cinv = np.linalg.pinv(C, hermitian=True)
+    Cinv = _diagonal_pinv(cp, i, nlevels, k)
     Ztr = cp.ZtXy[i][:, :, p]
     b = np.einsum("jab,jb->ja", Cinv, Ztr)
     dof = cp.n - p - nlevels * k
     s2 = (float(cp.XyXy[p, p]) - float(np.sum(b * Ztr))) / dof if dof > 0 else None
     return b, Cinv, s2
+
+
+def _diagonal_pinv(cp: CrossProducts, i: int, nlevels: int, k: int) -> np.ndarray:
+    """Pseudo-inverses of term i's diagonal blocks C_j = Z_j'Z_j, (levels, k, k)."""
+    block = next(b for b in cp.blocks if b.i == i and b.j == i)
+    C = np.zeros((nlevels, k, k))
+    C[block.rows] = block.C
+    return np.linalg.pinv(C, hermitian=True)
 
 
 def _sequential_residual_variance(re: ReStructure, cp: CrossProducts) -> float | None:
@@ -98,10 +103,7 @@ def _sequential_residual_variance(re: ReStructure, cp: CrossProducts) -> float |
                 fitted = np.einsum("nab,nb->na", block.C, coefs[block.j][block.cols])
                 for a in range(term.k):
                     Ztr[:, a] -= np.bincount(block.rows, fitted[:, a], term.nlevels)
-        diagonal = next(b for b in cp.blocks if b.i == i and b.j == i)
-        C = np.zeros((term.nlevels, term.k, term.k))
-        C[diagonal.rows] = diagonal.C
-        b = np.einsum("jab,jb->ja", np.linalg.pinv(C, hermitian=True), Ztr)
+        b = np.einsum("jab,jb->ja", _diagonal_pinv(cp, i, term.nlevels, term.k), Ztr)
         rss -= float(np.sum(b * Ztr))
         coefs.append(b)
     return rss / dof
