@@ -49,10 +49,11 @@ def moment_start(re: ReStructure, cp: CrossProducts) -> np.ndarray:
     rss = float(cp.XyXy[p, p])
     if not (np.isfinite(rss) and rss > 0 and cp.n > p):
         return re.theta0.copy()
-    fits = [_level_fits(cp, i, term.nlevels, term.k) for i, term in enumerate(re.terms)]
+    pinvs = [_diagonal_pinv(cp, i, term.nlevels, term.k) for i, term in enumerate(re.terms)]
+    fits = [_level_fits(cp, i, Cinv) for i, Cinv in enumerate(pinvs)]
     # sigma^2: the smallest residual variance seen: without level fits, after each term's,
     # and after all terms' fitted in turn
-    seen = [rss / (cp.n - p), _sequential_residual_variance(re, cp),
+    seen = [rss / (cp.n - p), _sequential_residual_variance(re, cp, pinvs),
             *(s2 for _, _, s2 in fits)]
     sigma2 = min(s2 for s2 in seen if s2 is not None and s2 > 0)
     parts = []
@@ -64,16 +65,15 @@ def moment_start(re: ReStructure, cp: CrossProducts) -> np.ndarray:
 
 
 def _level_fits(
-    cp: CrossProducts, i: int, nlevels: int, k: int
+    cp: CrossProducts, i: int, Cinv: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Term i's per-level least-squares coefficients on the residual r (levels x k), the
-    pseudo-inverses of their blocks C_j, and the residual variance left after them (None
-    without degrees of freedom left)."""
+    pseudo-inverses ``Cinv`` of their blocks C_j, and the residual variance left after
+    them (None without degrees of freedom left)."""
     p = cp.p
-    Cinv = _diagonal_pinv(cp, i, nlevels, k)
     Ztr = cp.ZtXy[i][:, :, p]
     b = np.einsum("jab,jb->ja", Cinv, Ztr)
-    dof = cp.n - p - nlevels * k
+    dof = cp.n - p - Cinv.shape[0] * Cinv.shape[1]
     s2 = (float(cp.XyXy[p, p]) - float(np.sum(b * Ztr))) / dof if dof > 0 else None
     return b, Cinv, s2
 
@@ -83,10 +83,16 @@ def _diagonal_pinv(cp: CrossProducts, i: int, nlevels: int, k: int) -> np.ndarra
     block = next(b for b in cp.blocks if b.i == i and b.j == i)
     C = np.zeros((nlevels, k, k))
     C[block.rows] = block.C
+    if k == 1:  # scalars: no batched SVD
+        out = np.zeros_like(C)
+        np.divide(1.0, C, out=out, where=C > 0)
+        return out
     return np.linalg.pinv(C, hermitian=True)
 
 
-def _sequential_residual_variance(re: ReStructure, cp: CrossProducts) -> float | None:
+def _sequential_residual_variance(
+    re: ReStructure, cp: CrossProducts, pinvs: list[np.ndarray]
+) -> float | None:
     """The residual variance after fitting each term's levels in turn to what the terms
     before it left (one sweep of backfitting, through the blocks of Z'Z), or None without
     degrees of freedom left. Without it a crossed design's sigma^2 holds the variances of
@@ -103,7 +109,7 @@ def _sequential_residual_variance(re: ReStructure, cp: CrossProducts) -> float |
                 fitted = np.einsum("nab,nb->na", block.C, coefs[block.j][block.cols])
                 for a in range(term.k):
                     Ztr[:, a] -= np.bincount(block.rows, fitted[:, a], term.nlevels)
-        b = np.einsum("jab,jb->ja", _diagonal_pinv(cp, i, term.nlevels, term.k), Ztr)
+        b = np.einsum("jab,jb->ja", pinvs[i], Ztr)
         rss -= float(np.sum(b * Ztr))
         coefs.append(b)
     return rss / dof
