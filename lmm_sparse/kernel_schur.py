@@ -43,6 +43,10 @@ _MIN_GROUPED_WORK = 2**18
 # LAPACK directly: scipy.linalg.solve_triangular's checks cost more than a small solve
 _dtrtrs = scipy.linalg.lapack.dtrtrs
 
+# Most bytes of the dense update's three q1 x q2 work arrays (the 1M-row benchmark design,
+# 5,000 x 2,000, uses 240 MB).
+_DENSE_WORK_BYTES = 2 * 2**30
+
 # Most run pairs (two rows of A21 meeting one leading level) stored for the selected
 # inverse: three arrays of this length, ~24 bytes per pair.
 _PAIR_BUDGET = 8_000_000
@@ -120,7 +124,10 @@ class SchurKernel:
         dense_flops = float(self.q2) ** 2 * self.q1 / 2
         # BLAS-3 runs ~40x more multiply-adds per second than scipy's sparse product
         # (measured on poems: 17M sparse multiply-adds took 34 ms, 200M in dsyrk 8 ms)
-        self._dense_update = dense_flops < 40 * sparse_flops
+        # The dense update keeps three dense q1 x q2 arrays (G12, E and B): above
+        # _DENSE_WORK_BYTES the sparse update is used, slower but within memory.
+        self._dense_update = (dense_flops < 40 * sparse_flops
+                              and 3 * 8 * self.q1 * self.q2 <= _DENSE_WORK_BYTES)
         self.flops = self.l0 * self.k0**3 / 3 + float(self.q2) ** 3 / 3 + (
             dense_flops if self._dense_update else sparse_flops
         )

@@ -52,8 +52,19 @@ def test_cross_products_match_sparse_products(formula):
     np.testing.assert_allclose(ZtXy, Z.T @ np.column_stack([Xc, y0]), atol=1e-10)
 
 
+def _schur(update: str):
+    """A Schur kernel maker with its update forced dense (E, Y by BLAS; L21 implicit) or
+    sparse (L21 on A21's pattern)."""
+    def make(re, cp):
+        k = SchurKernel(re, cp)
+        k._dense_update = update == "dense"
+        return k
+    return make
+
+
 @pytest.mark.parametrize("formula", FORMULAS)
-@pytest.mark.parametrize("kernel", [CholmodKernel, SchurKernel])
+@pytest.mark.parametrize("kernel", [CholmodKernel, _schur("dense"), _schur("sparse")],
+                         ids=["cholmod", "schur-dense", "schur-sparse"])
 def test_kernel_solves_match_dense(formula, kernel):
     model = LinearMixedModel(formula, _data(300, 2))
     rng = np.random.default_rng(3)
@@ -96,9 +107,12 @@ def test_evaluation_state_does_not_grow_with_n(formula):
     assert sizes[0] == sizes[1]
 
 
-@pytest.mark.parametrize("kernel", ["cholmod", "schur"])
+@pytest.mark.parametrize("kernel", ["cholmod", "schur-dense", "schur-sparse"])
 def test_inverse_blocks_match_dense(kernel):
-    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 7), kernel=kernel)
+    model = LinearMixedModel("y ~ x + (1 + x | a) + (1 | b)", _data(300, 7),
+                             kernel=kernel.split("-")[0])
+    if kernel != "cholmod":  # the dense update forms L21's sparse values on demand here
+        model.workspace.kernel._dense_update = kernel == "schur-dense"
     theta = _random_theta(model, np.random.default_rng(8))
     Lam, Z = model.Lambda(theta).toarray(), model.Z.toarray()
     inverse = np.linalg.inv(Lam.T @ Z.T @ Z @ Lam + np.eye(model.re.q))
@@ -231,3 +245,23 @@ def test_grouped_data_gram_is_not_used_when_every_level_differs(monkeypatch):
     templates = model.re.templates(model.re.theta0)
     kernel.factor(templates)
     assert kernel.xy_gram(templates, model.cp) is None  # continuous x: no two blocks alike
+
+
+def test_dense_update_gives_way_to_the_sparse_one_above_its_memory_budget(monkeypatch):
+    """The dense update keeps three q1 x q2 arrays; over _DENSE_WORK_BYTES the kernel takes
+    the sparse update, with the same criterion and gradient."""
+    from benchmarks.simulate import FORMULA, SimDesign, simulate
+
+    df = simulate(SimDesign(60, 40, 0.5), seed=11)
+    dense = LinearMixedModel(FORMULA, df, reml=False, kernel="schur")
+    assert dense.workspace.kernel._dense_update
+    kernel = dense.workspace.kernel
+    assert (kernel.q1, kernel.q2) == (120, 80)  # 60 subjects and 40 items, 2 columns each
+    monkeypatch.setattr(kernel_schur, "_DENSE_WORK_BYTES", 3 * 8 * 120 * 80 - 1)
+    sparse = LinearMixedModel(FORMULA, df, reml=False, kernel="schur")
+    assert not sparse.workspace.kernel._dense_update
+    theta = np.array([0.5, 0.1, 0.3, 0.4, -0.05, 0.2])
+    v_dense, g_dense = dense.objective_and_gradient(theta)
+    v_sparse, g_sparse = sparse.objective_and_gradient(theta)
+    assert v_sparse == pytest.approx(v_dense, rel=1e-12)
+    np.testing.assert_allclose(g_sparse, g_dense, rtol=1e-8, atol=1e-8)
