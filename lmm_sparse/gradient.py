@@ -22,12 +22,10 @@ p + 1 (REML), and O(nnz(G) k) per column for ``G Lambda [C_X u]``.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from .crossprod import CrossProducts, ZtZOperator, inverse_gram, right_template
-from .terms import ReStructure, template_times
+from .terms import ReStructure, template_theta, template_times
 
 __all__ = [
     "add_block_sums",
@@ -38,17 +36,12 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=64)
-def _upper(k: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.triu_indices(k)
-
-
 def template_gradient_to_theta(N: list[np.ndarray]) -> np.ndarray:
     """Derivatives with respect to template entries T_i[r, c] -> theta's layout.
 
     theta fills each template's lower triangle column-major (T.T[triu] = theta_i).
     """
-    return np.concatenate([Ni.T[_upper(Ni.shape[0])] for Ni in N])
+    return np.concatenate([template_theta(Ni) for Ni in N])
 
 
 def _per_term(re: ReStructure, M: np.ndarray) -> list[np.ndarray]:

@@ -136,8 +136,6 @@ class SchurKernel:
         # than with one here (InstEval: 180 vs 108 ms per evaluation with gradient), while
         # the dense update and P22 H gained (sim360k: 560 vs 650-780 ms).
         self.parallel_flops = dense_flops if self._dense_update else 0.0
-        # dense path: flat positions of A21's entries in the dense q1 x q2 transpose
-        self._flat21 = self._A21.indices * self.q2 + self._csr_rows  # in the transpose
         self._dense_work: dict[str, np.ndarray] = {}
         self._g12: np.ndarray | None = None  # dense path: Z_1'Z_2 as (l0, k0, q2), on first use
         self._templates: list[np.ndarray] = []  # of the last factor
@@ -266,8 +264,9 @@ class SchurKernel:
         made once. Row k0 m + a holds column a of leading level m, as in L21's transpose."""
         if self._g12 is None:
             G = np.zeros(self.q1 * self.q2)
-            if self._cross:
-                G[self._flat21] = np.concatenate([b.C.ravel() for b in self._cross])[self._perm21]
+            if self._cross:  # A21's entries at their flat positions in the transpose
+                flat = self._A21.indices * self.q2 + self._csr_rows
+                G[flat] = np.concatenate([b.C.ravel() for b in self._cross])[self._perm21]
             self._g12 = G.reshape(self.l0, self.k0, self.q2)
         return self._g12
 
@@ -278,13 +277,18 @@ class SchurKernel:
             return None
         return self._dense_g12().reshape(self.q1, self.q2)
 
-    def _lead_times_g12(self, K: np.ndarray, name: str) -> np.ndarray:
-        """K[m] @ G12[m] for every leading level m, (l0, k0, q2), into the work array
-        ``name`` (kept between calls: the dense arrays are large)."""
-        G = self._dense_g12()
+    def _work(self, name: str) -> np.ndarray:
+        """The dense (l0, k0, q2) work array ``name``, made on first use and kept: the
+        dense arrays are large."""
         out = self._dense_work.get(name)
         if out is None:
-            out = self._dense_work[name] = np.empty(G.shape)
+            out = self._dense_work[name] = np.empty((self.l0, self.k0, self.q2))
+        return out
+
+    def _lead_times_g12(self, K: np.ndarray, name: str) -> np.ndarray:
+        """K[m] @ G12[m] for every leading level m, (l0, k0, q2), into the work array
+        ``name``."""
+        G, out = self._dense_g12(), self._work(name)
         if self.k0 == 1:  # numpy's batched matmul of 1 x 1 matrices is several times slower
             return np.multiply(K, G, out=out)
         return np.matmul(K, G, out=out)
@@ -293,10 +297,8 @@ class SchurKernel:
         """G12 Lambda_2 (q1 x q2) into the work array ``name``: each rest term's columns
         times its template, one broadcast matmul per term on views of the columns (4 times
         faster than scaled sums of the strided slices, q1 x q2 = 5000 x 2000)."""
-        G = self._dense_g12().reshape(self.q1, self.q2)
-        out = self._dense_work.get(name)
-        if out is None:
-            out = self._dense_work[name] = np.empty(G.shape)
+        G, out = self._dense_g12().reshape(self.q1, self.q2), self._work(name).reshape(
+            self.q1, self.q2)
         start = 0
         for term, T in zip(self.re.terms[1:], templates[1:], strict=True):
             cols = slice(start, start + term.nlevels * term.k)

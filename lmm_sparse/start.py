@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .crossprod import CrossProducts
-from .terms import ReStructure
+from .terms import ReStructure, template_theta
 
 __all__ = ["moment_start", "RELATIVE_VARIANCE_RANGE"]
 
@@ -51,32 +51,28 @@ def moment_start(re: ReStructure, cp: CrossProducts) -> np.ndarray:
     if not (np.isfinite(rss) and rss > 0 and cp.n > p):
         return re.theta0.copy()
     pinvs = [_diagonal_pinv(cp, i, term.nlevels, term.k) for i, term in enumerate(re.terms)]
-    fits = [_level_fits(cp, i, Cinv) for i, Cinv in enumerate(pinvs)]
+    fits = [_level_fit(Cinv, cp.ZtXy[i][:, :, p]) for i, Cinv in enumerate(pinvs)]
     # sigma^2: the smallest residual variance seen: without level fits, after each term's,
     # and after all terms' fitted in turn
-    seen = [rss / (cp.n - p), _sequential_residual_variance(re, cp, pinvs),
-            *(s2 for _, _, s2 in fits)]
+    seen = [rss / (cp.n - p), _sequential_residual_variance(re, cp, pinvs)]
+    for (_, explained), Cinv in zip(fits, pinvs, strict=True):
+        dof = cp.n - p - Cinv.shape[0] * Cinv.shape[1]
+        seen.append((rss - explained) / dof if dof > 0 else None)
     sigma2 = min(s2 for s2 in seen if s2 is not None and s2 > 0)
     parts = []
-    for i, (b, Cinv, _) in enumerate(fits):
+    for i, ((b, _), Cinv) in enumerate(zip(fits, pinvs, strict=True)):
         relative = (b.T @ b / len(b)) / sigma2 - Cinv.mean(axis=0)
         parts.append(_cholesky_theta(relative) if np.all(np.isfinite(relative))
                      else re.term_theta(re.theta0, i))
     return _significant(np.concatenate(parts), _START_DIGITS)
 
 
-def _level_fits(
-    cp: CrossProducts, i: int, Cinv: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Term i's per-level least-squares coefficients on the residual r (levels x k), the
-    pseudo-inverses ``Cinv`` of their blocks C_j, and the residual variance left after
-    them (None without degrees of freedom left)."""
-    p = cp.p
-    Ztr = cp.ZtXy[i][:, :, p]
+def _level_fit(Cinv: np.ndarray, Ztr: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each level's least-squares coefficients on a residual r, from the pseudo-inverses
+    ``Cinv`` of its blocks C_j and ``Z_j'r`` (levels x k), and the sum of squares they
+    explain."""
     b = np.einsum("jab,jb->ja", Cinv, Ztr)
-    dof = cp.n - p - Cinv.shape[0] * Cinv.shape[1]
-    s2 = (float(cp.XyXy[p, p]) - float(np.sum(b * Ztr))) / dof if dof > 0 else None
-    return b, Cinv, s2
+    return b, float(np.sum(b * Ztr))
 
 
 def _diagonal_pinv(cp: CrossProducts, i: int, nlevels: int, k: int) -> np.ndarray:
@@ -110,8 +106,8 @@ def _sequential_residual_variance(
                 fitted = np.einsum("nab,nb->na", block.C, coefs[block.j][block.cols])
                 for a in range(term.k):
                     Ztr[:, a] -= np.bincount(block.rows, fitted[:, a], term.nlevels)
-        b = np.einsum("jab,jb->ja", pinvs[i], Ztr)
-        rss -= float(np.sum(b * Ztr))
+        b, explained = _level_fit(pinvs[i], Ztr)
+        rss -= explained
         coefs.append(b)
     return rss / dof
 
@@ -137,4 +133,4 @@ def _cholesky_theta(relative: np.ndarray) -> np.ndarray:
     w, V = np.linalg.eigh((relative + relative.T) / 2)
     w = np.clip(w, *RELATIVE_VARIANCE_RANGE)
     L = np.linalg.cholesky((V * w) @ V.T)
-    return L.T[np.triu_indices(len(w))]  # the transpose's upper triangle, row by row
+    return template_theta(L)

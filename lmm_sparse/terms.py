@@ -102,6 +102,12 @@ def _triu(k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(k)
 
 
+def template_theta(T: np.ndarray) -> np.ndarray:
+    """A k x k matrix's entries in theta's layout (its lower triangle, column by column):
+    the inverse of :meth:`ReStructure.template`."""
+    return T.T[_triu(T.shape[0])]
+
+
 def template_times(T: np.ndarray, V: np.ndarray, transpose: bool = False) -> np.ndarray:
     """T @ V[l] (or T' @ V[l]) for every level of a (levels, k, m) array; a scalar product
     for k = 1, where numpy's batched matmul of 1 x 1 matrices is several times slower."""

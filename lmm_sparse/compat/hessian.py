@@ -30,7 +30,7 @@ import numpy as np
 
 from ..model import LinearMixedModel
 from ..numderiv import richardson_derivatives
-from ..terms import ReStructure
+from ..terms import ReStructure, template_theta
 
 __all__ = ["CovBlock", "psi_of_theta", "statsmodels_pcov"]
 
@@ -121,7 +121,7 @@ def statsmodels_pcov(
                 T = np.linalg.cholesky(block.matrix(x[start : start + block.size]))
             except np.linalg.LinAlgError:
                 return None
-            out[block.theta] = T.T[np.triu_indices(block.k)]
+            out[block.theta] = template_theta(T)
         return out
 
     def parts(z: np.ndarray) -> np.ndarray:
