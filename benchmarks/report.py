@@ -35,7 +35,10 @@ What is timed, and how:
   interleaved rounds of `ws.kernel.factor(model.re.templates(theta))` (the factorization
   alone), `ws.evaluate(theta)` (one criterion evaluation) and, where the workspace has it,
   `ws.objective_and_gradient(theta, reml)`; medians over at least 5 rounds (up to 50
-  within about 3 s), with the BLAS threads a fit gives its evaluations.
+  within about 3 s), with the BLAS threads a fit gives its evaluations. Models with
+  q <= 120 are fitted by the dense evaluator (`model.fit_evaluator()`), whose own calls
+  are timed: `factor(theta)` (`Lambda' Z'Z Lambda + I` formed and factored, q x q),
+  `objective(theta, reml)` and `objective_and_gradient(theta, reml)`.
 - n-scaling: the n-scaling designs' costs are measured once more side by side, in one
   process with rounds interleaved across the designs, and the flatness target is judged
   on those (timings of separate processes drift by tens of percent on a shared machine).

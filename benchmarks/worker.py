@@ -110,13 +110,23 @@ def _median_times(
 def _cost_calls(w: Workload, theta_values: list[float]) -> tuple[dict[str, Callable], int]:
     """The calls whose cost is measured at theta, and the BLAS threads a fit would use.
 
-    A new model gets the fit's kernel (its choice depends on the structure only).
+    A new model gets the fit's kernel (its choice depends on the structure only). A small
+    model (q <= DENSE_MAX_Q) is fitted by the dense evaluator: its costs are measured, the
+    factorization step being ``Lambda' Z'Z Lambda + I`` formed and factored, and the
+    evaluation the profiled criterion (the fit's own calls).
     """
     import lmm_sparse
 
     model = lmm_sparse.LinearMixedModel(w.formula, load_data(w), reml=w.reml)
     ws = model.workspace
     theta = np.asarray(theta_values, dtype=float)
+    evaluator = model.fit_evaluator()
+    if evaluator is not ws:
+        return {
+            "factor": lambda: evaluator.factor(theta),
+            "evaluate": lambda: evaluator.objective(theta, w.reml),
+            "gradient": lambda: evaluator.objective_and_gradient(theta, w.reml),
+        }, ws.blas_threads()  # as fit() uses
     calls: dict[str, Callable[[], object]] = {
         "factor": lambda: ws.kernel.factor(model.re.templates(theta)),
         "evaluate": lambda: ws.evaluate(theta),

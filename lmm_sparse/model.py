@@ -183,8 +183,8 @@ class LinearMixedModel:
         per-call overhead costs about a millisecond (sleepstudy, lexdec). Same formulas,
         same values to rounding; the result is then assembled by the workspace's kernel.
         """
-        dense = self.dense_pls() if self.kernel_name == "auto" else None
-        if dense is not None:
+        dense = self.fit_evaluator()
+        if isinstance(dense, DensePLS):
             reml = self.reml
             return (lambda theta: dense.objective(theta, reml),
                     lambda theta: dense.objective_and_gradient(theta, reml))
@@ -195,10 +195,15 @@ class LinearMixedModel:
                     if ws.has_gradient else None)
         return (lambda theta: ws.objective(theta, reml)), gradient
 
+    def fit_evaluator(self) -> DensePLS | PLSWorkspace:
+        """What evaluates the criterion during the fit: the dense evaluator with kernel
+        "auto" and q <= DENSE_MAX_Q, else the workspace."""
+        dense = self.dense_pls() if self.kernel_name == "auto" else None
+        return self.workspace if dense is None else dense
+
     def describe_engine(self) -> str:
         """What evaluates the criterion during the fit (for logs and benchmarks)."""
-        dense = self.dense_pls() if self.kernel_name == "auto" else None
-        return dense.describe() if dense is not None else self.workspace.describe()
+        return self.fit_evaluator().describe()
 
     def fit(
         self,

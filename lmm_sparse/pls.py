@@ -353,34 +353,41 @@ DENSE_MAX_Q = 120
 
 
 class DensePLS:
-    """The profiled criterion and its exact gradient from dense q x q matrices, for small q.
+    """The profiled criterion and its exact gradient from dense matrices, for small q.
 
     Same quantities as :class:`PLSWorkspace` with the same formulas (JSS paper eqs. 18-21,
-    34, 41; the gradient of :mod:`lmm_sparse.gradient`), computed with a handful of dense
-    BLAS/LAPACK calls on ``G = Z'Z``, ``Lambda`` and ``F = Z'[X y0]``:
+    34, 41; the gradient of :mod:`lmm_sparse.gradient`), from one symmetric matrix of order
+    ``m = q + p + 1`` made once, ``H = [Z X y0]'[Z X y0]`` (``G = Z'Z``, ``F = Z'[X y0]``,
+    ``[X y0]'[X y0]``). As in MixedModels.jl's blocked Cholesky, [X y0] is a trailing block
+    of the system, so one LAPACK Cholesky factors both ``A + I`` and the Schur complement::
 
-        A + I = Lambda' G Lambda + I = L L'      W = L^{-1} Lambda' F
-        M = [X y0]'[X y0] - W'W = R'R            (R_X, beta, pwrss from R as in evaluate)
+        Lambda_e = diag(Lambda, I_{p+1})
+        Lambda_e' H Lambda_e + diag(I_q, 0) = [L 0; W' R'] [L' W; 0 R]
+        L L' = A + I = Lambda' G Lambda + I        W = L^{-1} Lambda' F
+        R'R = [X y0]'[X y0] - W'W                  (R_X, beta, pwrss from R as in evaluate)
         d/dLambda:  2 G Lambda P  -  2 (nmp / pwrss) w u'  [-  2 D Y C_X'  (REML)]
 
     with ``P = (A + I)^{-1}``, ``u = P Lambda'(F_y - F_X beta)``,
     ``w = F_y - F_X beta - G Lambda u``, ``C_X = P Lambda' F_X``, ``D = F_X - G Lambda C_X``
     and ``Y = (R_X'R_X)^{-1}``; the theta gradient sums the Lambda gradient over the
     positions each theta element fills. Lambda is block diagonal with small blocks, so
-    products with it are per-term ``(q, levels, k) @ T`` (O(q^2 k)), and ``G Lambda P`` is
-    formed only at Lambda's entries (O(nnz(Lambda) q)): the O(q^3) work is the Cholesky
-    factor and inverse alone. At sleepstudy's size (q = 36) one evaluation with gradient
-    costs tens of microseconds, against ~1 ms through a sparse kernel, whose cost there is
-    per-call overhead: that is what makes the bootstrap's thousand refits fast.
-    Read-only once built; :meth:`with_cross_products` gives one for a new response that
-    shares G and the index maps.
+    products with it are per-term ``(m, levels, k) @ T`` (O(m^2 k)), and ``G Lambda P`` is
+    formed only at Lambda's entries (O(nnz(Lambda) q)): the O(m^3) work is the Cholesky
+    factor (and, for the gradient, the inverse) alone.
+
+    One evaluation therefore costs its factorization step (:meth:`factor`: scale, add I,
+    Cholesky, here of order m instead of q) plus a few O(p^2) reads of the factor. At
+    sleepstudy's size (q = 36) an evaluation with gradient costs tens of microseconds,
+    against ~1 ms through a sparse kernel, whose cost there is per-call overhead: that is
+    what makes small fits and the bootstrap's thousand refits fast. Read-only once built;
+    :meth:`with_cross_products` gives one for a new response that shares Z'Z and the maps.
     """
 
     def __init__(self, re: ReStructure, cp: CrossProducts) -> None:
         q = re.q
         if q > DENSE_MAX_Q:
             raise ValueError(f"DensePLS is for q <= {DENSE_MAX_Q}, got q = {q}")
-        self.re, self.cp = re, cp
+        self.re = re
         G = np.zeros((q, q))
         for b in cp.blocks:
             ki, kj = re.terms[b.i].k, re.terms[b.j].k
@@ -399,56 +406,105 @@ class DensePLS:
             base = re.offsets[i] + np.arange(term.nlevels)[:, None] * k
             index.append(((base + c) * q + (base + r)).ravel())
             source.append(np.tile(re.theta_offsets[i] + np.arange(len(r)), term.nlevels))
-        self._index = np.concatenate(index)
-        self._source = np.concatenate(source)
         # the gradient is needed at Lambda's entries only: their rows and columns
-        self._rows, self._cols = np.divmod(self._index, q)
+        self._rows, self._cols = np.divmod(np.concatenate(index), q)
+        self._source = np.concatenate(source)
         self._ntheta = re.ntheta
-        self._spans = tuple(
-            (off, off + t.nlevels * t.k, t.k) for off, t in zip(re.offsets, re.terms, strict=True)
+        # Lambda_e = diag(s) + the blocks of the terms with k > 1: s holds the k = 1 terms'
+        # theta at their columns (filled per evaluation from theta[_diag_source]), 1 elsewhere
+        diagonal = [(off, t.nlevels, i) for i, (off, t) in enumerate(zip(re.offsets, re.terms,
+                                                                         strict=True)) if t.k == 1]
+        self._diag_index = np.concatenate(
+            [np.arange(off, off + nl) for off, nl, _ in diagonal] or [np.zeros(0, dtype=int)])
+        self._diag_source = np.concatenate(
+            [np.full(nl, re.theta_offsets[i]) for _, nl, i in diagonal] or [np.zeros(0, dtype=int)])
+        self._blocks = tuple(
+            (i, off, off + t.nlevels * t.k, t.k)
+            for i, (off, t) in enumerate(zip(re.offsets, re.terms, strict=True)) if t.k > 1
         )
         self._set_response(cp)
 
     def _set_response(self, cp: CrossProducts) -> None:
-        self.cp = cp
-        self._F = np.concatenate([Z.reshape(-1, Z.shape[2]) for Z in cp.ZtXy], axis=0)
+        q = self._G.shape[0]
+        F = np.concatenate([Z.reshape(-1, Z.shape[2]) for Z in cp.ZtXy], axis=0)
+        H = np.empty((q + cp.p + 1,) * 2)
+        H[:q, :q], H[:q, q:], H[q:, :q], H[q:, q:] = self._G, F, F.T, cp.XyXy
+        self.cp, self._F, self._H = cp, F, H
 
     def with_cross_products(self, cp: CrossProducts) -> DensePLS:
         """The same structure with a new response's cross-products (shares G, index maps)."""
         other = object.__new__(DensePLS)
-        other.re, other._G, other._index = self.re, self._G, self._index
-        other._source, other._ntheta = self._source, self._ntheta
-        other._rows, other._cols, other._spans = self._rows, self._cols, self._spans
+        other.re, other._G, other._source, other._ntheta = self.re, self._G, self._source, \
+            self._ntheta
+        other._rows, other._cols = self._rows, self._cols
+        other._diag_index, other._diag_source, other._blocks = \
+            self._diag_index, self._diag_source, self._blocks
         other._set_response(cp)
         return other
 
-    def _times_lambda(self, M: np.ndarray, templates: list[np.ndarray]) -> np.ndarray:
-        """M Lambda for an m x q matrix M: each term's columns times its template, per level."""
-        m = M.shape[0]
-        out = np.empty((m, M.shape[1]))  # C order, also for a transposed M
-        for (lo, hi, k), T in zip(self._spans, templates, strict=True):
-            if k == 1:
-                np.multiply(M[:, lo:hi], T[0, 0], out=out[:, lo:hi])
-            else:
-                out[:, lo:hi] = (M[:, lo:hi].reshape(m, -1, k) @ T).reshape(m, hi - lo)
+    def _lambda_e(self, theta: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int,
+                                                                              np.ndarray]]]:
+        """Lambda_e at theta as its diagonal part s (length m) and its k > 1 blocks
+        (lo, hi, k, template)."""
+        s = np.ones(self._H.shape[0])
+        s[self._diag_index] = theta[self._diag_source]
+        blocks = [(lo, hi, k, self.re.template(theta, i)) for i, lo, hi, k in self._blocks]
+        return s, blocks
+
+    @staticmethod
+    def _times_lambda(M: np.ndarray, s: np.ndarray, blocks) -> np.ndarray:
+        """M Lambda_e for an r x m' matrix M (m' <= m): the columns times s, then each k > 1
+        term's columns times its template, per level."""
+        r, size = M.shape
+        out = M * s[:size]
+        for lo, hi, k, T in blocks:
+            out[:, lo:hi] = (M[:, lo:hi].reshape(r, -1, k) @ T).reshape(r, hi - lo)
         return out
 
-    def _solve(self, theta: np.ndarray):
-        """The factors at theta, or None where A + I or M is not positive definite."""
+    @staticmethod
+    def _lambda_t_times(M: np.ndarray, s: np.ndarray, blocks) -> np.ndarray:
+        """Lambda_e' M for an m' x c matrix M (m' <= m), by rows as _times_lambda by columns."""
+        size, c = M.shape
+        out = M * s[:size, None]
+        for lo, hi, k, T in blocks:
+            out[lo:hi] = (T.T @ M[lo:hi].reshape(-1, k, c)).reshape(hi - lo, c)
+        return out
+
+    def _factored(self, theta: np.ndarray, size: int):
+        """H Lambda_e and the lower Cholesky factor of Lambda_e' H Lambda_e + diag(I_q, 0),
+        both of H's leading ``size`` rows and columns, or None if not positive definite.
+
+        The factor is in the lower triangle of a C-ordered array; the strict upper triangle
+        keeps Lambda_e' H Lambda_e (so its [:q, q:] block is B = Lambda' F).
+        """
+        s, blocks = self._lambda_e(theta)
+        HL = self._times_lambda(self._H[:size, :size], s, blocks)
+        S = self._lambda_t_times(HL, s, blocks)
         q = self._G.shape[0]
-        templates = self.re.templates(theta)
-        GL = self._times_lambda(self._G, templates)
-        A = self._times_lambda(GL.T, templates)  # (G Lambda)' Lambda = Lambda' G Lambda
-        A.ravel()[:: q + 1] += 1.0  # a view: A is C-contiguous
-        L, info = _dpotrf(A, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
+        S.ravel()[: q * (size + 1) : size + 1] += 1.0  # a view: S is C-contiguous
+        # S.T is S's Fortran-ordered view: LAPACK's upper factor of it, in place, is the
+        # lower factor of S in C order, and the other triangle is left as it was.
+        _, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+        return None if info != 0 else (HL, S)
+
+    def factor(self, theta: np.ndarray) -> bool:
+        """The factorization step alone: ``Lambda' G Lambda + I = L L'`` (q x q); whether
+        it is positive definite. For measuring what an evaluation adds to it."""
+        return self._factored(np.asarray(theta, dtype=float), self._G.shape[0]) is not None
+
+    def _solve(self, theta: np.ndarray):
+        """The PLS solution's parts at theta (None where not positive definite): G Lambda,
+        L (lower, q x q), B = Lambda' F, R (upper, p + 1), beta for y0, ldL2 and ldRX2."""
+        q, p = self._G.shape[0], self.cp.p
+        done = self._factored(theta, q + p + 1)
+        if done is None:
             return None
-        B = self._times_lambda(self._F.T, templates).T  # Lambda' F
-        W = _dtrtrs(L, B, lower=1)[0]
-        R, info = _dpotrf(self.cp.XyXy - W.T @ W, lower=0, clean=1)
-        if info != 0:
-            return None
-        return GL, L, B, R
+        HL, S = done
+        R = S[q:, q:].T  # upper triangular: its lower triangle still holds Lambda_e' H Lambda_e
+        d = np.log(S.ravel()[:: S.shape[0] + 1])
+        RX = np.triu(R[:p, :p])
+        beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)
+        return HL[:q, :q], S, R, RX, beta, 2.0 * float(d[:q].sum()), 2.0 * float(d[q:-1].sum())
 
     def evaluate(self, theta: np.ndarray) -> PLSEval:
         """The PLS solution at theta, as :meth:`PLSWorkspace.evaluate`."""
@@ -458,21 +514,22 @@ class DensePLS:
         if parts is None:
             return PLSEval(theta, math.inf, math.inf, 0.0, np.full(p, np.nan),
                            np.full((p, p), np.nan))
-        _, L, _, R = parts
-        RX_c = R[:p, :p]
-        beta_y0 = _dtrtrs(RX_c, R[:p, p])[0] if p else np.zeros(0)
+        _, _, R, RX_c, beta_y0, ldL2, ldRX2 = parts
         beta, RX = self.cp.from_y0(beta_y0, RX_c)
-        return PLSEval(
-            theta=theta,
-            ldL2=2.0 * float(np.sum(np.log(np.diag(L)))),
-            ldRX2=2.0 * float(np.sum(np.log(np.diag(RX_c)))),
-            pwrss=float(R[p, p] ** 2),
-            beta=beta,
-            RX=RX,
-        )
+        return PLSEval(theta=theta, ldL2=ldL2, ldRX2=ldRX2, pwrss=float(R[p, p] ** 2),
+                       beta=beta, RX=RX)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
-        return profiled_deviance(self.evaluate(theta), self.cp.n, self.cp.p, reml)
+        """The profiled criterion alone: read from the factor's diagonal, no solve."""
+        q, p = self._G.shape[0], self.cp.p
+        done = self._factored(np.asarray(theta, dtype=float), q + p + 1)
+        if done is None:
+            return math.inf
+        diagonal = done[1].ravel()[:: q + p + 2]
+        logs = np.log(diagonal[:-1])
+        ev = PLSEval(theta, 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()),
+                     float(diagonal[-1] ** 2), _NO_BETA, _NO_BETA)
+        return profiled_deviance(ev, self.cp.n, p, reml)
 
     def objective_and_gradient(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
         """The criterion and its exact gradient in theta (formulas in the class docstring)."""
@@ -481,21 +538,19 @@ class DensePLS:
         parts = self._solve(theta)
         if parts is None:
             return math.inf, np.full(self._ntheta, np.nan)
-        GL, L, B, R = parts
-        RX = R[:p, :p]
+        GL, S, R, RX, beta, ldL2, ldRX2 = parts
         pwrss = float(R[p, p] ** 2)
         if not (np.isfinite(pwrss) and pwrss > 0):
             return math.inf, np.full(self._ntheta, np.nan)
-        ldL2 = 2.0 * float(np.sum(np.log(np.diag(L))))
-        ldRX2 = 2.0 * float(np.sum(np.log(np.diag(RX))))
         nmp = n - p if reml else n
         value = (ldL2 + (ldRX2 if reml else 0.0)
                  + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp)))
-        beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)  # for y0
-        # dpotri inverts in the lower triangle; the upper one is zero (dpotrf's clean=1)
-        Pl = _dpotri(L, lower=1)[0]
-        P = Pl + Pl.T
-        P.ravel()[:: P.shape[0] + 1] *= 0.5
+        q = GL.shape[0]
+        # P = (A + I)^{-1} = X'X for X = L^{-1}: at these sizes OpenBLAS's dtrtri and one
+        # product beat dpotri and the symmetrization of its half (88 against 117 us, q = 100)
+        Xt = _dtrtri(np.tril(S[:q, :q]).T, lower=0, overwrite_c=1)[0]  # X', zeros below
+        P = Xt @ Xt.T
+        B = S[:q, q:]
         F, rows, cols = self._F, self._rows, self._cols
         u = P @ (B[:, p] - B[:, :p] @ beta)
         w = F[:, p] - F[:, :p] @ beta - GL @ u
@@ -513,6 +568,8 @@ class DensePLS:
         return f"dense q x q, q = {self._G.shape[0]}"
 
 
+_NO_BETA = np.zeros(0)  # PLSEval fields a criterion alone does not need
 _dpotrf = scipy.linalg.lapack.dpotrf
 _dpotri = scipy.linalg.lapack.dpotri
+_dtrtri = scipy.linalg.lapack.dtrtri
 _dtrtrs = scipy.linalg.lapack.dtrtrs
