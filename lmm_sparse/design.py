@@ -135,6 +135,17 @@ def quote_names(parsed: ParsedFormula, columns) -> ParsedFormula:
 
 def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     """Columns the formula reads, in data order, after checking that each exists."""
+    # formulaic's formula tokens, which also catch columns whose names shadow its transforms.
+    # A name directly followed by "(" is a function call (C(x), log(z)): a column of that
+    # name is not read, and must not enter the frame, where it would shadow the function.
+    tokens = set(re.findall(
+        r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*(?![A-Za-z0-9_.]|\s*\()"
+        r"|(?<=`)[^`]+(?=`)", parsed.text))
+    if tokens <= set(data.columns):
+        # Every name in the formula is a column: none can be missing, and the variables
+        # formulaic would report are among them, so its parse (about a millisecond) is
+        # not needed; a syntax error is reported when the design is built.
+        return [c for c in data.columns if c in tokens]
     pieces = [(parsed.response, "response"), (parsed.fixed, "fixed part")]
     pieces += [(bar.lhs, bar.source) for bar in parsed.bars]
     pieces += [(f"I({text})", f"offset({text})") for text in parsed.offsets]
@@ -152,12 +163,6 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
                 ) from None
     for bar in parsed.bars:
         needed |= set(bar.factors)
-    # formulaic's formula tokens, which also catch columns whose names shadow its transforms.
-    # A name directly followed by "(" is a function call (C(x), log(z)): a column of that
-    # name is not read, and must not enter the frame, where it would shadow the function.
-    tokens = set(re.findall(
-        r"(?<![A-Za-z0-9_.])[A-Za-z_.][A-Za-z0-9_.]*(?![A-Za-z0-9_.]|\s*\()"
-        r"|(?<=`)[^`]+(?=`)", parsed.text))
     missing = sorted(name for name in needed if name not in data.columns)
     # Names formulaic resolves from the environment (np, log, ...) are not columns, and
     # for a quoted dotted column such as `Re.action` it reports the prefix "Re".
@@ -287,7 +292,7 @@ def check_frame_values(frame: pd.DataFrame, columns: list[str] | None = None) ->
                 )
 
 
-def _model_matrix(formula: str, frame: pd.DataFrame, what: str) -> Any:
+def _model_matrix(formula: str, frame: pd.DataFrame, what: str, output: str = "pandas") -> Any:
     """formulaic's model matrix, its failure a FormulaError "cannot <what>: <reason>".
 
     Incomplete rows are gone already, so a missing value here comes from a transform (np.log
@@ -295,27 +300,30 @@ def _model_matrix(formula: str, frame: pd.DataFrame, what: str) -> Any:
     """
     try:
         with np.errstate(all="ignore"):
-            return model_matrix(formula, frame, na_action="ignore")
+            return model_matrix(formula, frame, na_action="ignore", output=output)
     except Exception as exc:  # formulaic's parser and evaluator raise many types
         raise FormulaError(f"cannot {what}: {dependency_message(exc)}") from None
 
 
 def make_fixed_design(parsed: ParsedFormula, frame: pd.DataFrame) -> FixedDesign:
     """y and the fixed-effects matrix X, aliased columns dropped as lme4 does."""
+    # numpy output: a pandas frame of X would cost more than half a millisecond of the
+    # few that a small model's set-up takes; the names come from the model spec
     mm = _model_matrix(f"{parsed.response} ~ {parsed.fixed}", frame,
-                       f"build the fixed effects of {parsed.text!r}")
+                       f"build the fixed effects of {parsed.text!r}", output="numpy")
     lhs = mm.lhs
     if lhs.shape[1] != 1:
         stored = frame[parsed.response].dtype if parsed.response in frame.columns else None
         hint = (f"; the column is stored as {stored}: convert it with pandas.to_numeric"
                 if stored is not None and not pd.api.types.is_numeric_dtype(stored) else "")
-        shown = ", ".join(map(str, lhs.columns[:5])) + (", ..." if lhs.shape[1] > 5 else "")
+        encoded = lhs.model_spec.column_names
+        shown = ", ".join(map(str, encoded[:5])) + (", ..." if lhs.shape[1] > 5 else "")
         raise DataError(
             f"response {parsed.response!r} must be one numeric column; it encodes to "
             f"{lhs.shape[1]} columns ({shown}){hint}"
         )
     y = np.asarray(lhs, dtype=float).ravel()
-    names_all = [intercept_name(str(c)) for c in mm.rhs.columns]
+    names_all = [intercept_name(str(c)) for c in mm.rhs.model_spec.column_names]
     X_all = np.asarray(mm.rhs, dtype=float)
     if X_all.shape[0] <= X_all.shape[1]:
         raise DataError(f"{X_all.shape[0]} observations cannot estimate {X_all.shape[1]} "
@@ -436,25 +444,38 @@ def make_raw_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[RawTerm]:
     return [_make_raw_term(bar, frame, matrices) for bar in parsed.bars]
 
 
-def _make_raw_term(bar: BarTerm, frame: pd.DataFrame, matrices: dict[str, Any]) -> RawTerm:
-    mm = matrices.get(bar.lhs)
-    if mm is None:
-        mm = matrices[bar.lhs] = _model_matrix(bar.lhs, frame,
-                                               f"build random-effects term {bar.source}")
-    X = np.asarray(mm, dtype=float)
-    for j, name in enumerate(mm.columns):
+class InterceptSpec:
+    """The model spec of a term whose left-hand side is ``1``: a column of ones, made
+    without formulaic, whose model matrix costs about a millisecond (a crossed-intercepts
+    model's set-up is a few milliseconds)."""
+
+    required_variables: frozenset[str] = frozenset()
+
+    def get_model_matrix(self, data: pd.DataFrame, na_action: str = "ignore") -> pd.DataFrame:
+        return pd.DataFrame({"Intercept": np.ones(len(data))}, index=data.index)
+
+
+def _term_matrix(bar: BarTerm, frame: pd.DataFrame) -> tuple[np.ndarray, tuple[str, ...], Any]:
+    """A bar term's model matrix, its column names (lme4's) and its model spec."""
+    if bar.lhs.strip() == "1":
+        return np.ones((len(frame), 1)), (_INTERCEPT,), InterceptSpec()
+    mm = _model_matrix(bar.lhs, frame, f"build random-effects term {bar.source}")
+    X = np.ascontiguousarray(np.asarray(mm, dtype=float))
+    names = tuple(intercept_name(str(c)) for c in mm.columns)
+    for j, name in enumerate(names):
         _check_magnitude(X[:, j], f"{name} in {bar.source}")
+    return X, names, mm.model_spec
+
+
+def _make_raw_term(bar: BarTerm, frame: pd.DataFrame, matrices: dict[str, Any]) -> RawTerm:
+    matrix = matrices.get(bar.lhs)
+    if matrix is None:
+        matrix = matrices[bar.lhs] = _term_matrix(bar, frame)
+    X, names, spec = matrix
     if X.shape[1] == 0:
         raise FormulaError(f"random-effects term {bar.source} has no columns")
     codes, levels = group_codes(frame, bar.factors)
-    return RawTerm(
-        bar=bar,
-        X=np.ascontiguousarray(X),
-        coef_names=tuple(intercept_name(str(c)) for c in mm.columns),
-        codes=codes,
-        levels=levels,
-        spec=mm.model_spec,
-    )
+    return RawTerm(bar=bar, X=X, coef_names=names, codes=codes, levels=levels, spec=spec)
 
 
 def _factor_codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:

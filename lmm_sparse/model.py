@@ -185,9 +185,7 @@ class LinearMixedModel:
         """
         dense = self.fit_evaluator()
         if isinstance(dense, DensePLS):
-            reml = self.reml
-            return (lambda theta: dense.objective(theta, reml),
-                    lambda theta: dense.objective_and_gradient(theta, reml))
+            return _remember_last(dense, self.reml)
         # The engine's criterion: without the constant -sum(log w) of prior weights, which
         # make_result adds to the reported values.
         ws, reml = self.workspace, self.reml
@@ -260,6 +258,27 @@ class LinearMixedModel:
         # (a small model's tiny LAPACK calls lost milliseconds to a second thread)
         with blas_limit(threads):
             return make_result(self, opt)
+
+
+def _remember_last(dense: DensePLS, reml: bool):
+    """The dense criterion and gradient, the last gradient's point remembered: the fit asks
+    again at the optimum (its final value, the convergence checks), as PLSWorkspace
+    remembers it. Kept here, per fit, so that DensePLS itself stays read-only."""
+    last: list = []
+
+    def objective_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if last and np.array_equal(last[0], theta):
+            return last[1], last[2].copy()
+        value, grad = dense.objective_and_gradient(theta, reml)
+        last[:] = [np.array(theta, dtype=float), value, grad.copy()]
+        return value, grad
+
+    def objective(theta: np.ndarray) -> float:
+        if last and np.array_equal(last[0], theta):
+            return last[1]
+        return dense.objective(theta, reml)
+
+    return objective, objective_and_gradient
 
 
 _SINGULAR_ADVICE = (

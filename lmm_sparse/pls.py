@@ -359,7 +359,7 @@ class DensePLS:
     34, 41; the gradient of :mod:`lmm_sparse.gradient`), from one symmetric matrix of order
     ``m = q + p + 1`` made once, ``H = [Z X y0]'[Z X y0]`` (``G = Z'Z``, ``F = Z'[X y0]``,
     ``[X y0]'[X y0]``). As in MixedModels.jl's blocked Cholesky, [X y0] is a trailing block
-    of the system, so one LAPACK Cholesky factors both ``A + I`` and the Schur complement::
+    of the system, so one factorization gives both ``A + I`` and the Schur complement::
 
         Lambda_e = diag(Lambda, I_{p+1})
         Lambda_e' H Lambda_e + diag(I_q, 0) = [L 0; W' R'] [L' W; 0 R]
@@ -370,14 +370,20 @@ class DensePLS:
     with ``P = (A + I)^{-1}``, ``u = P Lambda'(F_y - F_X beta)``,
     ``w = F_y - F_X beta - G Lambda u``, ``C_X = P Lambda' F_X``, ``D = F_X - G Lambda C_X``
     and ``Y = (R_X'R_X)^{-1}``; the theta gradient sums the Lambda gradient over the
-    positions each theta element fills. Lambda is block diagonal with small blocks, so
-    products with it are per-term ``(m, levels, k) @ T`` (O(m^2 k)), and ``G Lambda P`` is
-    formed only at Lambda's entries (O(nnz(Lambda) q)): the O(m^3) work is the Cholesky
-    factor (and, for the gradient, the inverse) alone.
+    positions each theta element fills.
 
-    One evaluation therefore costs its factorization step (:meth:`factor`: scale, add I,
-    Cholesky, here of order m instead of q) plus a few O(p^2) reads of the factor. At
-    sleepstudy's size (q = 36) an evaluation with gradient costs tens of microseconds,
+    The leading term's block of ``A + I`` is block diagonal, so the factorization is the
+    Schur kernel's in miniature (:meth:`_factored`): per-level k x k factors, then one
+    LAPACK Cholesky of the trailing ``r = q - q1 + p + 1`` rows; ``P`` follows from the
+    same blocks (:meth:`_inverse`). Lambda is block diagonal with small blocks, so products
+    with it are a diagonal scaling plus per-term ``(m, levels, k) @ T`` (O(m^2 k)), and
+    ``G Lambda P`` is formed only at Lambda's entries (O(nnz(Lambda) q)). Costs per
+    evaluation: O(m^2 k) scaling, O(r^2 q1) for the complement, O(r^3) for its factor; the
+    gradient adds O(q^2 r) for P.
+
+    One evaluation costs its factorization step (:meth:`factor`: the same with Z's rows
+    only, ``r = q - q1``) plus the p + 1 extra rows and a few O(p^2) reads of the factor.
+    At sleepstudy's size (q = 36) an evaluation with gradient costs tens of microseconds,
     against ~1 ms through a sparse kernel, whose cost there is per-call overhead: that is
     what makes small fits and the bootstrap's thousand refits fast. Read-only once built;
     :meth:`with_cross_products` gives one for a new response that shares Z'Z and the maps.
@@ -422,10 +428,19 @@ class DensePLS:
             (i, off, off + t.nlevels * t.k, t.k)
             for i, (off, t) in enumerate(zip(re.offsets, re.terms, strict=True)) if t.k > 1
         )
+        lead = re.terms[0]
+        self._lead = (lead.nlevels * lead.k, lead.k)  # the leading term's q1 and k
+        self._lead_levels = np.arange(lead.nlevels)
+        self._k_diag = np.arange(lead.k)
+        self._diagonal = np.array_equal(self._rows, np.arange(q)) and \
+            np.array_equal(self._cols, self._rows)
+        q2 = q - lead.nlevels * lead.k
+        self._lower_q2 = np.tril(np.ones((q2, q2), dtype=bool))
         self._set_response(cp)
 
     def _set_response(self, cp: CrossProducts) -> None:
         q = self._G.shape[0]
+        self._upper_p = np.triu(np.ones((cp.p, cp.p), dtype=bool))
         F = np.concatenate([Z.reshape(-1, Z.shape[2]) for Z in cp.ZtXy], axis=0)
         H = np.empty((q + cp.p + 1,) * 2)
         H[:q, :q], H[:q, q:], H[q:, :q], H[q:, q:] = self._G, F, F.T, cp.XyXy
@@ -439,6 +454,9 @@ class DensePLS:
         other._rows, other._cols = self._rows, self._cols
         other._diag_index, other._diag_source, other._blocks = \
             self._diag_index, self._diag_source, self._blocks
+        other._lead, other._lead_levels, other._k_diag = \
+            self._lead, self._lead_levels, self._k_diag
+        other._diagonal, other._lower_q2 = self._diagonal, self._lower_q2
         other._set_response(cp)
         return other
 
@@ -470,41 +488,104 @@ class DensePLS:
             out[lo:hi] = (T.T @ M[lo:hi].reshape(-1, k, c)).reshape(hi - lo, c)
         return out
 
-    def _factored(self, theta: np.ndarray, size: int):
-        """H Lambda_e and the lower Cholesky factor of Lambda_e' H Lambda_e + diag(I_q, 0),
-        both of H's leading ``size`` rows and columns, or None if not positive definite.
+    def _factored(self, theta: np.ndarray, size: int) -> _DenseFactor | None:
+        """The block Cholesky factor of ``Lambda_e' H Lambda_e + diag(I_q, 0)`` restricted
+        to H's leading ``size`` rows and columns, or None if not positive definite.
 
-        The factor is in the lower triangle of a C-ordered array; the strict upper triangle
-        keeps Lambda_e' H Lambda_e (so its [:q, q:] block is B = Lambda' F).
+        The leading term's block of Z'Z is block diagonal (every row is in one level of its
+        factor), so it is factored level by level, ``L1_l L1_l' = T' G_l T + I``, and only
+        the Schur complement of the ``r = size - q1`` rows after it is dense::
+
+            E = C L1^{-T}       (C = the scaled rows after the leading term, its columns)
+            S = S0 - E E' = Sf Sf'   (S0: the scaled trailing block, + I on its Z part)
+
+        At lexdec's size (q1 = 79 of q = 100) that is a Cholesky factor of order 27 instead
+        of 106, and far fewer flops for the inverse behind the gradient.
         """
+        q1, k = self._lead
         s, blocks = self._lambda_e(theta)
-        HL = self._times_lambda(self._H[:size, :size], s, blocks)
-        S = self._lambda_t_times(HL, s, blocks)
-        q = self._G.shape[0]
-        S.ravel()[: q * (size + 1) : size + 1] += 1.0  # a view: S is C-contiguous
-        # S.T is S's Fortran-ordered view: LAPACK's upper factor of it, in place, is the
-        # lower factor of S in C order, and the other triangle is left as it was.
-        _, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
-        return None if info != 0 else (HL, S)
+        HL = self._times_lambda(self._H[:size, :size], s, blocks)  # H Lambda_e
+        A = self._lambda_t_times(HL, s, blocks)  # Lambda_e' H Lambda_e
+        n1 = q1 // k
+        D = A[:q1, :q1].reshape(n1, k, n1, k)[self._lead_levels, :, self._lead_levels, :]
+        D[:, self._k_diag, self._k_diag] += 1.0  # (n1, k, k), a copy
+        if k == 1:
+            L1 = np.sqrt(D)
+            E = A[q1:, :q1] / L1[:, 0, 0]
+        else:
+            L1 = np.linalg.cholesky(D)
+            L1inv = np.linalg.inv(L1)
+            E = (A[q1:, :q1].reshape(-1, n1, k).transpose(1, 0, 2)
+                 @ L1inv.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(-1, q1)
+        S = A[q1:, q1:] - E @ E.T
+        q2 = self._G.shape[0] - q1
+        S.ravel()[: min(q2, S.shape[0]) * (S.shape[0] + 1) : S.shape[0] + 1] += 1.0
+        if S.size:
+            # S.T is S's Fortran-ordered view: LAPACK's upper factor of it, in place, is
+            # the lower factor of S in C order, and the other triangle is left as it was.
+            _, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
+            if info != 0:
+                return None
+        return _DenseFactor(HL=HL, A=A, L1=L1, E=E, Sf=S)
 
     def factor(self, theta: np.ndarray) -> bool:
         """The factorization step alone: ``Lambda' G Lambda + I = L L'`` (q x q); whether
         it is positive definite. For measuring what an evaluation adds to it."""
         return self._factored(np.asarray(theta, dtype=float), self._G.shape[0]) is not None
 
+    def _logs(self, f: _DenseFactor) -> tuple[float, float, float]:
+        """ldL2, ldRX2 and pwrss from the factor's diagonals."""
+        k, q2, p = self._lead[1], self._G.shape[0] - self._lead[0], self.cp.p
+        d = f.Sf.ravel()[:: f.Sf.shape[0] + 1]
+        lead = np.log(f.L1[:, self._k_diag, self._k_diag]).sum() if k > 1 else \
+            np.log(f.L1).sum()
+        logs = np.log(d[:-1])
+        return (2.0 * float(lead + logs[:q2].sum()), 2.0 * float(logs[q2:q2 + p].sum()),
+                float(d[-1] ** 2))
+
     def _solve(self, theta: np.ndarray):
-        """The PLS solution's parts at theta (None where not positive definite): G Lambda,
-        L (lower, q x q), B = Lambda' F, R (upper, p + 1), beta for y0, ldL2 and ldRX2."""
-        q, p = self._G.shape[0], self.cp.p
-        done = self._factored(theta, q + p + 1)
-        if done is None:
+        """The factor at theta (None where not positive definite), R_X (upper, p x p),
+        beta for y0, ldL2, ldRX2 and pwrss."""
+        q2, p = self._G.shape[0] - self._lead[0], self.cp.p
+        f = self._factored(theta, self._H.shape[0])
+        if f is None:
             return None
-        HL, S = done
-        R = S[q:, q:].T  # upper triangular: its lower triangle still holds Lambda_e' H Lambda_e
-        d = np.log(S.ravel()[:: S.shape[0] + 1])
-        RX = np.triu(R[:p, :p])
+        R = f.Sf[q2:, q2:].T  # upper triangular; its strict lower triangle is not R's
+        RX = np.where(self._upper_p, R[:p, :p], 0.0)
         beta = _dtrtrs(RX, R[:p, p])[0] if p else np.zeros(0)
-        return HL[:q, :q], S, R, RX, beta, 2.0 * float(d[:q].sum()), 2.0 * float(d[q:-1].sum())
+        return (f, RX, beta, *self._logs(f))
+
+    def _inverse(self, f: _DenseFactor) -> np.ndarray:
+        """P = (A + I)^{-1} (q x q) from the block factor ``L = [L1 0; E2 L22]``:
+        with ``X22 = L22^{-1}`` and ``V = E2 L1^{-1}``,
+
+            P22 = X22' X22,   P21 = -P22 V,   P11 = blockdiag(L1^{-T} L1^{-1}) - V' P21.
+        """
+        (q1, k), q = self._lead, self._G.shape[0]
+        q2, n1 = q - q1, q1 // k
+        if k == 1:
+            L1inv = 1.0 / f.L1[:, 0, 0]
+            V = f.E[:q2] * L1inv
+            P11d = (L1inv * L1inv)[:, None, None]
+        else:
+            L1inv = np.linalg.inv(f.L1)
+            V = (f.E[:q2].reshape(q2, n1, k).transpose(1, 0, 2) @ L1inv).transpose(
+                1, 0, 2).reshape(q2, q1)
+            P11d = L1inv.transpose(0, 2, 1) @ L1inv
+        P = np.empty((q, q))
+        if q2:
+            L22 = np.where(self._lower_q2, f.Sf[:q2, :q2], 0.0)
+            X22t = _dtrtri(L22.T, lower=0, overwrite_c=1)[0]  # X22', Fortran order
+            P22 = X22t @ X22t.T
+            W = P22 @ V
+            P[q1:, q1:], P[:q1, :q1] = P22, V.T @ W
+            np.negative(W, out=P[q1:, :q1])
+            P[:q1, q1:] = P[q1:, :q1].T
+        else:
+            P[:q1, :q1] = 0.0
+        lead = P[:q1, :q1].reshape(n1, k, n1, k)
+        lead[self._lead_levels, :, self._lead_levels, :] += P11d
+        return P
 
     def evaluate(self, theta: np.ndarray) -> PLSEval:
         """The PLS solution at theta, as :meth:`PLSWorkspace.evaluate`."""
@@ -514,22 +595,17 @@ class DensePLS:
         if parts is None:
             return PLSEval(theta, math.inf, math.inf, 0.0, np.full(p, np.nan),
                            np.full((p, p), np.nan))
-        _, _, R, RX_c, beta_y0, ldL2, ldRX2 = parts
+        _, RX_c, beta_y0, ldL2, ldRX2, pwrss = parts
         beta, RX = self.cp.from_y0(beta_y0, RX_c)
-        return PLSEval(theta=theta, ldL2=ldL2, ldRX2=ldRX2, pwrss=float(R[p, p] ** 2),
-                       beta=beta, RX=RX)
+        return PLSEval(theta=theta, ldL2=ldL2, ldRX2=ldRX2, pwrss=pwrss, beta=beta, RX=RX)
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """The profiled criterion alone: read from the factor's diagonal, no solve."""
-        q, p = self._G.shape[0], self.cp.p
-        done = self._factored(np.asarray(theta, dtype=float), q + p + 1)
-        if done is None:
+        f = self._factored(np.asarray(theta, dtype=float), self._H.shape[0])
+        if f is None:
             return math.inf
-        diagonal = done[1].ravel()[:: q + p + 2]
-        logs = np.log(diagonal[:-1])
-        ev = PLSEval(theta, 2.0 * float(logs[:q].sum()), 2.0 * float(logs[q:].sum()),
-                     float(diagonal[-1] ** 2), _NO_BETA, _NO_BETA)
-        return profiled_deviance(ev, self.cp.n, p, reml)
+        ev = PLSEval(theta, *self._logs(f), _NO_BETA, _NO_BETA)
+        return profiled_deviance(ev, self.cp.n, self.cp.p, reml)
 
     def objective_and_gradient(self, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray]:
         """The criterion and its exact gradient in theta (formulas in the class docstring)."""
@@ -538,24 +614,22 @@ class DensePLS:
         parts = self._solve(theta)
         if parts is None:
             return math.inf, np.full(self._ntheta, np.nan)
-        GL, S, R, RX, beta, ldL2, ldRX2 = parts
-        pwrss = float(R[p, p] ** 2)
+        f, RX, beta, ldL2, ldRX2, pwrss = parts
         if not (np.isfinite(pwrss) and pwrss > 0):
             return math.inf, np.full(self._ntheta, np.nan)
         nmp = n - p if reml else n
         value = (ldL2 + (ldRX2 if reml else 0.0)
                  + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp)))
-        q = GL.shape[0]
-        # P = (A + I)^{-1} = X'X for X = L^{-1}: at these sizes OpenBLAS's dtrtri and one
-        # product beat dpotri and the symmetrization of its half (88 against 117 us, q = 100)
-        Xt = _dtrtri(np.tril(S[:q, :q]).T, lower=0, overwrite_c=1)[0]  # X', zeros below
-        P = Xt @ Xt.T
-        B = S[:q, q:]
+        q = self._G.shape[0]
+        P = self._inverse(f)
+        GL, B = f.HL[:q, :q], f.A[:q, q:]  # G Lambda and Lambda' F
         F, rows, cols = self._F, self._rows, self._cols
         u = P @ (B[:, p] - B[:, :p] @ beta)
         w = F[:, p] - F[:, :p] @ beta - GL @ u
         # d/dLambda at Lambda's entries only: rows x cols, never the whole q x q matrix
-        GLP = np.einsum("ij,ij->i", GL[rows], P[cols])  # (G Lambda P)[rows, cols]; P = P'
+        # (G Lambda P)[rows, cols], P = P'; Lambda diagonal: its diagonal, without gathers
+        GLP = (np.einsum("ij,ij->i", GL, P) if self._diagonal
+               else np.einsum("ij,ij->i", GL[rows], P[cols]))
         dLam = 2.0 * GLP - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
         if reml and p:
             CX = P @ B[:, :p]
@@ -566,6 +640,19 @@ class DensePLS:
 
     def describe(self) -> str:
         return f"dense q x q, q = {self._G.shape[0]}"
+
+
+@dataclass(frozen=True)
+class _DenseFactor:
+    """DensePLS's factor at one theta (see DensePLS._factored): H Lambda_e, the scaled H,
+    the leading term's per-level factors L1 (levels, k, k), E = C L1^{-T} and the trailing
+    Schur complement's factor Sf (lower triangle of a C-ordered array)."""
+
+    HL: np.ndarray
+    A: np.ndarray
+    L1: np.ndarray
+    E: np.ndarray
+    Sf: np.ndarray
 
 
 _NO_BETA = np.zeros(0)  # PLSEval fields a criterion alone does not need

@@ -283,6 +283,55 @@ def test_dense_pls_equals_the_sparse_kernel(name, formula, reml):
         assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
 
 
+def _crossed_frame(seed: int = 11) -> pd.DataFrame:
+    """A crossed design with a slope, some cells missing: 12 x 7 levels."""
+    rng = np.random.default_rng(seed)
+    g1, g2 = rng.integers(0, 12, 500), rng.integers(0, 7, 500)
+    x = rng.normal(size=500)
+    y = (1.0 + 0.5 * x + rng.normal(size=12)[g1] + 0.7 * rng.normal(size=12)[g1] * x
+         + rng.normal(size=7)[g2] + 0.5 * rng.normal(size=7)[g2] * x + rng.normal(size=500))
+    return pd.DataFrame({"y": y, "x": x, "g1": [f"a{v}" for v in g1],
+                         "g2": [f"b{v}" for v in g2]})
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (x | g1) + (1 | g2)",  # vector-valued leading term, scalar term after it
+        "y ~ x + (1 | g1) + (x | g2)",  # scalar leading term, vector-valued term after it
+        "y ~ x + (x || g1) + (x | g2)",  # two terms on the leading factor
+        "y ~ 0 + x + (x | g1)",  # one term: no Schur complement of Z, no intercept
+    ],
+)
+@pytest.mark.parametrize("reml", [True, False])
+def test_dense_pls_block_factor_equals_the_sparse_kernel(formula, reml):
+    """The leading-term block factorization of DensePLS (per-level factors, then the
+    trailing Schur complement) gives the workspace's criterion, gradient and solution,
+    also with variances on the boundary (zero template columns) and away from the
+    optimum."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = lmm_sparse.lmer(formula, _crossed_frame(), reml=reml)
+    model = res.model
+    dense = DensePLS(model.re, model.cp)
+    boundary = res.theta.copy()
+    boundary[model.re.lower == 0] = [0.0 if j % 2 == 0 else 0.4
+                                     for j in range(int(np.sum(model.re.lower == 0)))]
+    for theta in (res.theta, 1.3 * res.theta + 0.05, boundary):
+        assert dense.factor(theta)
+        value, grad = model.workspace.objective_and_gradient(theta, reml)
+        d_value, d_grad = dense.objective_and_gradient(theta, reml)
+        assert d_value == pytest.approx(value, abs=1e-9)
+        np.testing.assert_allclose(d_grad, grad, atol=1e-8 * max(1.0, np.abs(grad).max()))
+        ev, d_ev = model.workspace.evaluate(theta), dense.evaluate(theta)
+        assert d_ev.ldL2 == pytest.approx(ev.ldL2, abs=1e-10)
+        assert d_ev.ldRX2 == pytest.approx(ev.ldRX2, abs=1e-10)
+        np.testing.assert_allclose(d_ev.RX, ev.RX, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(d_ev.beta, ev.beta, rtol=1e-10)
+        assert d_ev.pwrss == pytest.approx(ev.pwrss, rel=1e-12)
+        assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
+
+
 def test_interval_columns_are_labelled_as_r(sleep_boot):
     # R labels a 0.999 interval "0.05 %" and "99.95 %"; 3 significant digits alone
     # would print the upper one as "100 %"
