@@ -176,10 +176,16 @@ def weighted_rows(
     return dataclasses.replace(re, terms=terms), X * s
 
 
-def _grouped_cross(codes: np.ndarray, nlev: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """out[g] = sum over rows r with codes[r] == g of outer(A[r], B[r]): (nlev, kA, kB)."""
+def _level_sums(codes: np.ndarray, nlev: int) -> sp.csr_matrix:
+    """The (nlev, n) 0/1 matrix whose product with a column sums it within each level."""
     n = len(codes)
-    S = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(nlev, n))
+    return sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(nlev, n))
+
+
+def _grouped_cross(S: sp.csr_matrix, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """out[g] = sum over rows r in level g (S = _level_sums) of outer(A[r], B[r]):
+    (nlev, kA, kB)."""
+    nlev = S.shape[0]
     out = np.empty((nlev, A.shape[1], B.shape[1]))
     for a in range(A.shape[1]):
         out[:, a, :] = S @ (A[:, a : a + 1] * B)
@@ -190,7 +196,7 @@ def _pair_block(re: ReStructure, i: int, j: int) -> ZtZBlock | None:
     ti, tj = re.terms[i], re.terms[j]
     key = ti.codes * tj.nlevels + tj.codes
     pair, uniq = pd.factorize(key, sort=True)
-    C = _grouped_cross(pair.astype(np.int64), len(uniq), ti.X, tj.X)
+    C = _grouped_cross(_level_sums(pair.astype(np.int64), len(uniq)), ti.X, tj.X)
     return ZtZBlock(i=i, j=j, rows=uniq // tj.nlevels, cols=uniq % tj.nlevels, C=C)
 
 
@@ -228,14 +234,15 @@ def random_effects_cross_products(
     over the rows, so the sums over the chunks of a data set add up to the whole's (the
     out-of-core fit, :mod:`lmm_sparse.chunked`, relies on this)."""
     blocks = []
-    for i, term in enumerate(re.terms):
+    sums = [_level_sums(t.codes, t.nlevels) for t in re.terms]  # each made once, used twice
+    for i, (term, S) in enumerate(zip(re.terms, sums, strict=True)):
         levels = np.arange(term.nlevels)
-        C = _grouped_cross(term.codes, term.nlevels, term.X, term.X)
-        blocks.append(ZtZBlock(i=i, j=i, rows=levels, cols=levels, C=C))
+        blocks.append(ZtZBlock(i=i, j=i, rows=levels, cols=levels,
+                               C=_grouped_cross(S, term.X, term.X)))
     for i in range(len(re.terms)):
         for j in range(i):
             blocks.append(_pair_block(re, i, j))
-    ZtM = tuple(_grouped_cross(t.codes, t.nlevels, t.X, M) for t in re.terms)
+    ZtM = tuple(_grouped_cross(S, t.X, M) for t, S in zip(re.terms, sums, strict=True))
     return tuple(blocks), ZtM
 
 

@@ -235,10 +235,12 @@ def make_model_frame(
     if len(data) == 0:
         raise DataError("data has no rows")
     columns = model_columns(parsed, data)
-    frame = data.loc[:, columns].copy()
-    for name, values in (extra or {}).items():
-        frame[name] = values
-    full, frame = frame, frame.dropna(how="any")
+    frame = data[columns]  # a new frame: the caller's is never changed through it
+    if extra:
+        frame = frame.assign(**extra)
+    full = frame
+    if frame.isna().to_numpy().any():  # dropna copies even when nothing is missing
+        frame = frame.dropna(how="any")
     if len(frame) == 0:
         counts = full.isna().sum()
         worst = counts.idxmax()
