@@ -639,7 +639,7 @@ class DensePLS:
         return value, grad
 
     def describe(self) -> str:
-        return f"dense q x q, q = {self._G.shape[0]}"
+        return f"dense, leading term by levels, q = {self._G.shape[0]}"
 
 
 @dataclass(frozen=True)
