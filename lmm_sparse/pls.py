@@ -27,6 +27,7 @@ Cost of one evaluation (:meth:`PLSWorkspace.evaluate`), independent of n:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -448,15 +449,7 @@ class DensePLS:
 
     def with_cross_products(self, cp: CrossProducts) -> DensePLS:
         """The same structure with a new response's cross-products (shares G, index maps)."""
-        other = object.__new__(DensePLS)
-        other.re, other._G, other._source, other._ntheta = self.re, self._G, self._source, \
-            self._ntheta
-        other._rows, other._cols = self._rows, self._cols
-        other._diag_index, other._diag_source, other._blocks = \
-            self._diag_index, self._diag_source, self._blocks
-        other._lead, other._lead_levels, other._k_diag = \
-            self._lead, self._lead_levels, self._k_diag
-        other._diagonal, other._lower_q2 = self._diagonal, self._lower_q2
+        other = copy.copy(self)  # shallow: the structure's arrays are shared, never written
         other._set_response(cp)
         return other
 
@@ -511,9 +504,13 @@ class DensePLS:
         D[:, self._k_diag, self._k_diag] += 1.0  # (n1, k, k), a copy
         if k == 1:
             L1 = np.sqrt(D)
-            E = A[q1:, :q1] / L1[:, 0, 0]
+            L1inv = 1.0 / L1
+            E = A[q1:, :q1] * L1inv[:, 0, 0]
         else:
-            L1 = np.linalg.cholesky(D)
+            try:  # T' G_l T + I is positive definite unless theta is not finite
+                L1 = np.linalg.cholesky(D)
+            except np.linalg.LinAlgError:
+                return None
             L1inv = np.linalg.inv(L1)
             E = (A[q1:, :q1].reshape(-1, n1, k).transpose(1, 0, 2)
                  @ L1inv.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(-1, q1)
@@ -526,7 +523,7 @@ class DensePLS:
             _, info = _dpotrf(S.T, lower=0, clean=0, overwrite_a=1)
             if info != 0:
                 return None
-        return _DenseFactor(HL=HL, A=A, L1=L1, E=E, Sf=S)
+        return _DenseFactor(HL=HL, A=A, L1=L1, L1inv=L1inv, E=E, Sf=S)
 
     def factor(self, theta: np.ndarray) -> bool:
         """The factorization step alone: ``Lambda' G Lambda + I = L L'`` (q x q); whether
@@ -563,12 +560,11 @@ class DensePLS:
         """
         (q1, k), q = self._lead, self._G.shape[0]
         q2, n1 = q - q1, q1 // k
+        L1inv = f.L1inv
         if k == 1:
-            L1inv = 1.0 / f.L1[:, 0, 0]
-            V = f.E[:q2] * L1inv
-            P11d = (L1inv * L1inv)[:, None, None]
+            V = f.E[:q2] * L1inv[:, 0, 0]
+            P11d = L1inv * L1inv
         else:
-            L1inv = np.linalg.inv(f.L1)
             V = (f.E[:q2].reshape(q2, n1, k).transpose(1, 0, 2) @ L1inv).transpose(
                 1, 0, 2).reshape(q2, q1)
             P11d = L1inv.transpose(0, 2, 1) @ L1inv
@@ -601,7 +597,8 @@ class DensePLS:
 
     def objective(self, theta: np.ndarray, reml: bool) -> float:
         """The profiled criterion alone: read from the factor's diagonal, no solve."""
-        f = self._factored(np.asarray(theta, dtype=float), self._H.shape[0])
+        theta = np.asarray(theta, dtype=float)
+        f = self._factored(theta, self._H.shape[0])
         if f is None:
             return math.inf
         ev = PLSEval(theta, *self._logs(f), _NO_BETA, _NO_BETA)
@@ -645,18 +642,19 @@ class DensePLS:
 @dataclass(frozen=True)
 class _DenseFactor:
     """DensePLS's factor at one theta (see DensePLS._factored): H Lambda_e, the scaled H,
-    the leading term's per-level factors L1 (levels, k, k), E = C L1^{-T} and the trailing
-    Schur complement's factor Sf (lower triangle of a C-ordered array)."""
+    the leading term's per-level factors L1 (levels, k, k) and their inverses L1inv,
+    E = C L1^{-T} and the trailing Schur complement's factor Sf (lower triangle of a
+    C-ordered array)."""
 
     HL: np.ndarray
     A: np.ndarray
     L1: np.ndarray
+    L1inv: np.ndarray
     E: np.ndarray
     Sf: np.ndarray
 
 
 _NO_BETA = np.zeros(0)  # PLSEval fields a criterion alone does not need
 _dpotrf = scipy.linalg.lapack.dpotrf
-_dpotri = scipy.linalg.lapack.dpotri
 _dtrtri = scipy.linalg.lapack.dtrtri
 _dtrtrs = scipy.linalg.lapack.dtrtrs
