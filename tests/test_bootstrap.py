@@ -270,17 +270,25 @@ def test_dense_pls_equals_the_sparse_kernel(name, formula, reml):
     """Criterion, gradient and PLS solution agree with the workspace to rounding, at the
     optimum and away from it."""
     res = lmm_sparse.lmer(formula, datasets.load(name), reml=reml)
-    model = res.model
-    dense = DensePLS(model.re, model.cp)
     for theta in (res.theta, 1.3 * res.theta + 0.05):
-        value, grad = model.workspace.objective_and_gradient(theta, reml)
-        d_value, d_grad = dense.objective_and_gradient(theta, reml)
-        assert d_value == pytest.approx(value, abs=1e-9)
-        np.testing.assert_allclose(d_grad, grad, atol=1e-8 * max(1.0, np.abs(grad).max()))
-        ev, d_ev = model.workspace.evaluate(theta), dense.evaluate(theta)
-        np.testing.assert_allclose(d_ev.beta, ev.beta, rtol=1e-10)
-        assert d_ev.pwrss == pytest.approx(ev.pwrss, rel=1e-12)
-        assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
+        _assert_dense_equals_workspace(res.model, theta, reml)
+
+
+def _assert_dense_equals_workspace(model, theta: np.ndarray, reml: bool) -> None:
+    """DensePLS's criterion, gradient and PLS solution at theta are the workspace's."""
+    dense = DensePLS(model.re, model.cp)
+    assert dense.factor(theta)
+    value, grad = model.workspace.objective_and_gradient(theta, reml)
+    d_value, d_grad = dense.objective_and_gradient(theta, reml)
+    assert d_value == pytest.approx(value, abs=1e-9)
+    np.testing.assert_allclose(d_grad, grad, atol=1e-8 * max(1.0, np.abs(grad).max()))
+    ev, d_ev = model.workspace.evaluate(theta), dense.evaluate(theta)
+    assert d_ev.ldL2 == pytest.approx(ev.ldL2, abs=1e-10)
+    assert d_ev.ldRX2 == pytest.approx(ev.ldRX2, abs=1e-10)
+    np.testing.assert_allclose(d_ev.RX, ev.RX, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(d_ev.beta, ev.beta, rtol=1e-10)
+    assert d_ev.pwrss == pytest.approx(ev.pwrss, rel=1e-12)
+    assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
 
 
 def _crossed_frame(seed: int = 11) -> pd.DataFrame:
@@ -312,24 +320,11 @@ def test_dense_pls_block_factor_equals_the_sparse_kernel(formula, reml):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = lmm_sparse.lmer(formula, _crossed_frame(), reml=reml)
-    model = res.model
-    dense = DensePLS(model.re, model.cp)
     boundary = res.theta.copy()
-    boundary[model.re.lower == 0] = [0.0 if j % 2 == 0 else 0.4
-                                     for j in range(int(np.sum(model.re.lower == 0)))]
+    diagonal = res.model.re.lower == 0
+    boundary[diagonal] = [0.0 if j % 2 == 0 else 0.4 for j in range(int(diagonal.sum()))]
     for theta in (res.theta, 1.3 * res.theta + 0.05, boundary):
-        assert dense.factor(theta)
-        value, grad = model.workspace.objective_and_gradient(theta, reml)
-        d_value, d_grad = dense.objective_and_gradient(theta, reml)
-        assert d_value == pytest.approx(value, abs=1e-9)
-        np.testing.assert_allclose(d_grad, grad, atol=1e-8 * max(1.0, np.abs(grad).max()))
-        ev, d_ev = model.workspace.evaluate(theta), dense.evaluate(theta)
-        assert d_ev.ldL2 == pytest.approx(ev.ldL2, abs=1e-10)
-        assert d_ev.ldRX2 == pytest.approx(ev.ldRX2, abs=1e-10)
-        np.testing.assert_allclose(d_ev.RX, ev.RX, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(d_ev.beta, ev.beta, rtol=1e-10)
-        assert d_ev.pwrss == pytest.approx(ev.pwrss, rel=1e-12)
-        assert dense.objective(theta, reml) == pytest.approx(value, abs=1e-9)
+        _assert_dense_equals_workspace(res.model, theta, reml)
 
 
 def test_interval_columns_are_labelled_as_r(sleep_boot):
