@@ -347,9 +347,11 @@ class PLSWorkspace:
         return self.kernel.describe()
 
 
-# Largest q for which DensePLS is used for refits: its evaluation costs a few q x q BLAS-3
-# products (~8 q^3 flops with the gradient), against the sparse kernels' Python-bound
-# overhead of a few hundred microseconds per evaluation with the gradient.
+# Largest q for which DensePLS is used for fits and refits: its evaluation with gradient
+# costs O(q^2 r) flops (r: the columns after the leading term, plus p + 1) in a few dozen
+# numpy calls, against the sparse kernels' Python-bound overhead of a few hundred
+# microseconds. Chosen when the factor was of the whole q x q matrix; a bound on r rather
+# than q is not measured yet (docs/performance.md, "What is left").
 DENSE_MAX_Q = 120
 
 
