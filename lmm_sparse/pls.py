@@ -435,14 +435,12 @@ class DensePLS:
         self._lead = (lead.nlevels * lead.k, lead.k)  # the leading term's q1 and k
         self._lead_levels = np.arange(lead.nlevels)
         self._k_diag = np.arange(lead.k)
-        self._diagonal = np.array_equal(self._rows, np.arange(q)) and \
-            np.array_equal(self._cols, self._rows)
         q2 = q - lead.nlevels * lead.k
         self._lower_q2 = np.tril(np.ones((q2, q2), dtype=bool))
         self._set_response(cp)
 
     def _set_response(self, cp: CrossProducts) -> None:
-        q = self._G.shape[0]
+        q = self.re.q
         self._upper_p = np.triu(np.ones((cp.p, cp.p), dtype=bool))
         F = np.concatenate([Z.reshape(-1, Z.shape[2]) for Z in cp.ZtXy], axis=0)
         H = np.empty((q + cp.p + 1,) * 2)
@@ -517,7 +515,7 @@ class DensePLS:
             E = (A[q1:, :q1].reshape(-1, n1, k).transpose(1, 0, 2)
                  @ L1inv.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(-1, q1)
         S = A[q1:, q1:] - E @ E.T
-        q2 = self._G.shape[0] - q1
+        q2 = self.re.q - q1
         S.ravel()[: min(q2, S.shape[0]) * (S.shape[0] + 1) : S.shape[0] + 1] += 1.0
         if S.size:
             # S.T is S's Fortran-ordered view: LAPACK's upper factor of it, in place, is
@@ -530,14 +528,13 @@ class DensePLS:
     def factor(self, theta: np.ndarray) -> bool:
         """The factorization step alone: ``Lambda' G Lambda + I = L L'`` (q x q); whether
         it is positive definite. For measuring what an evaluation adds to it."""
-        return self._factored(np.asarray(theta, dtype=float), self._G.shape[0]) is not None
+        return self._factored(np.asarray(theta, dtype=float), self.re.q) is not None
 
     def _logs(self, f: _DenseFactor) -> tuple[float, float, float]:
         """ldL2, ldRX2 and pwrss from the factor's diagonals."""
-        k, q2, p = self._lead[1], self._G.shape[0] - self._lead[0], self.cp.p
+        q2, p = self.re.q - self._lead[0], self.cp.p
         d = f.Sf.ravel()[:: f.Sf.shape[0] + 1]
-        lead = np.log(f.L1[:, self._k_diag, self._k_diag]).sum() if k > 1 else \
-            np.log(f.L1).sum()
+        lead = np.log(f.L1[:, self._k_diag, self._k_diag]).sum()
         logs = np.log(d[:-1])
         return (2.0 * float(lead + logs[:q2].sum()), 2.0 * float(logs[q2:q2 + p].sum()),
                 float(d[-1] ** 2))
@@ -545,7 +542,7 @@ class DensePLS:
     def _solve(self, theta: np.ndarray):
         """The factor at theta (None where not positive definite), R_X (upper, p x p),
         beta for y0, ldL2, ldRX2 and pwrss."""
-        q2, p = self._G.shape[0] - self._lead[0], self.cp.p
+        q2, p = self.re.q - self._lead[0], self.cp.p
         f = self._factored(theta, self._H.shape[0])
         if f is None:
             return None
@@ -560,7 +557,7 @@ class DensePLS:
 
             P22 = X22' X22,   P21 = -P22 V,   P11 = blockdiag(L1^{-T} L1^{-1}) - V' P21.
         """
-        (q1, k), q = self._lead, self._G.shape[0]
+        (q1, k), q = self._lead, self.re.q
         q2, n1 = q - q1, q1 // k
         L1inv = f.L1inv
         if k == 1:
@@ -619,16 +616,17 @@ class DensePLS:
         nmp = n - p if reml else n
         value = (ldL2 + (ldRX2 if reml else 0.0)
                  + nmp * (1.0 + math.log(2.0 * math.pi * pwrss / nmp)))
-        q = self._G.shape[0]
+        q = self.re.q
         P = self._inverse(f)
         GL, B = f.HL[:q, :q], f.A[:q, q:]  # G Lambda and Lambda' F
         F, rows, cols = self._F, self._rows, self._cols
         u = P @ (B[:, p] - B[:, :p] @ beta)
         w = F[:, p] - F[:, :p] @ beta - GL @ u
         # d/dLambda at Lambda's entries only: rows x cols, never the whole q x q matrix
-        # (G Lambda P)[rows, cols], P = P'; Lambda diagonal: its diagonal, without gathers
-        GLP = (np.einsum("ij,ij->i", GL, P) if self._diagonal
-               else np.einsum("ij,ij->i", GL[rows], P[cols]))
+        # (G Lambda P)[rows, cols], P = P'; a diagonal Lambda (no k > 1 term): rows = cols =
+        # 0..q-1, so the diagonal, without gathers
+        GLP = (np.einsum("ij,ij->i", GL[rows], P[cols]) if self._blocks
+               else np.einsum("ij,ij->i", GL, P))
         dLam = 2.0 * GLP - (2.0 * nmp / pwrss) * (w[rows] * u[cols])
         if reml and p:
             CX = P @ B[:, :p]
@@ -638,7 +636,7 @@ class DensePLS:
         return value, grad
 
     def describe(self) -> str:
-        return f"dense, leading term by levels, q = {self._G.shape[0]}"
+        return f"dense, leading term by levels, q = {self.re.q}"
 
 
 @dataclass(frozen=True)
